@@ -1,0 +1,139 @@
+"""Command-line interface: parse, build a config, call the library, print.
+
+A :class:`~samplewise.errors.SamplewiseError` (a user mistake) becomes one line on stderr and
+exit status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Callable
+
+from .errors import SamplewiseError
+
+COMMANDS: dict[str, Callable] = {}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, status 2 (argparse prints usage + message otherwise)
+        raise SamplewiseError(f"{self.prog}: {message}")
+
+
+def command(name: str, help: str):
+    def deco(fn):
+        COMMANDS[name] = (fn, help)
+        return fn
+    return deco
+
+
+def _common_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file of TrainConfig keys")
+    p.add_argument("--dataset"), p.add_argument("--model"), p.add_argument("--objective")
+    p.add_argument("--epochs", type=int), p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float), p.add_argument("--eps", type=float)
+    p.add_argument("--alpha", type=float), p.add_argument("--steps", type=int, dest="attack_steps")
+    p.add_argument("--subset", help=".npy of dataset indices (from samplewise select)")
+    p.add_argument("--train-size", type=int, help="seeded stratified sample of the training set")
+    p.add_argument("--seed", type=int), p.add_argument("--device")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--overwrite", action="store_true", help="start again in a used --out")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="override any config key (e.g. --set lr=0.05 model_args={width:2})")
+
+
+def _train_config(a):
+    from .config import load_config
+    keys = ("dataset", "model", "objective", "epochs", "batch_size", "lr", "eps", "alpha",
+            "attack_steps", "subset", "train_size", "seed", "device", "teacher")
+    return load_config(path=a.config, overrides=a.set, **{k: getattr(a, k, None) for k in keys})
+
+
+@command("train", "train a model (standard, pgd-at, trades, ...) and write a run directory")
+def cmd_train(a) -> int:
+    from .runs import run_training
+    result = run_training(_train_config(a), a.out, resume=a.resume, overwrite=a.overwrite)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+@command("eval", "evaluate a saved model: clean, pgd, cw or autoattack")
+def cmd_eval(a) -> int:
+    from .data import load_dataset
+    from .evaluate import evaluate
+    from .models import load_model
+    model = load_model(a.model, device=a.device)
+    name = a.dataset or model.card.name
+    bundle = load_dataset(name)
+    if tuple(bundle.card.shape) != tuple(model.card.shape):
+        raise SamplewiseError(f"model expects inputs of shape {tuple(model.card.shape)}, "
+                              f"dataset {name} has {tuple(bundle.card.shape)}")
+    res = evaluate(model, bundle.test, attack=a.attack, eps=a.eps, alpha=a.alpha, steps=a.steps,
+                   n=a.n, device=a.device, batch_size=a.batch_size, per_sample=bool(a.per_sample))
+    if a.per_sample:
+        from . import io
+        io.write_json(a.per_sample, res.pop("per_sample"))
+        res["per_sample_file"] = a.per_sample
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+@command("list", "list every registered dataset, model, attack and objective")
+def cmd_list(a) -> int:
+    from .registry_index import registries
+    for kind, reg in registries().items():
+        print(f"{kind}:")
+        for e in reg.entries():
+            print(f"  {e.name + (':ARG' if e.prefix else ''):<22} {e.help}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .runinfo import __version__
+    parser = _Parser(prog="samplewise", description="Data-centric adversarial robustness: "
+                     "EasyCore coresets and SAAD adversarial distillation.")
+    parser.add_argument("--version", action="version", version=f"samplewise {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings only")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    for name, (fn, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        ADD_ARGS.get(name, lambda p: None)(p)
+    return parser
+
+
+def _eval_args(p):
+    p.add_argument("--model", required=True, help="model file or run directory")
+    p.add_argument("--dataset", help="default: the dataset the model was trained on")
+    p.add_argument("--attack", default="pgd", choices=["clean", "fgsm", "pgd", "cw", "autoattack"])
+    p.add_argument("--eps", type=float), p.add_argument("--alpha", type=float)
+    p.add_argument("--steps", type=int), p.add_argument("--n", type=int)
+    p.add_argument("--batch-size", type=int, default=256), p.add_argument("--device", default="cpu")
+    p.add_argument("--per-sample", metavar="FILE.json", help="save per-sample robust flags")
+
+
+ADD_ARGS: dict[str, Callable] = {"train": _common_train, "eval": _eval_args}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        a = parser.parse_args(argv)
+        logging.basicConfig(level=logging.WARNING if a.quiet else logging.INFO,
+                            format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+        if a.command is None:
+            parser.print_help()
+            return 2
+        return COMMANDS[a.command][0](a)
+    except SamplewiseError as exc:
+        print(f"samplewise: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("samplewise: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

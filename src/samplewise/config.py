@@ -1,0 +1,216 @@
+"""Run configuration: frozen dataclasses are the single source of truth.
+
+A run's settings come from, in order: the dataclass defaults, an optional YAML file (safe loader),
+``key=value`` overrides from the command line, then explicit flags. Every value is type-checked
+against the field's annotation; unknown keys are refused. ``None`` means "the component's own
+default" (e.g. ``eps=None`` takes the dataset card's ε).
+
+Example:
+    >>> cfg = load_config(TrainConfig, overrides=["epochs=3", "lr=0.05"])
+    >>> cfg.epochs, cfg.lr
+    (3, 0.05)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from .errors import SamplewiseError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training (or distillation) run needs."""
+
+    dataset: str = "digits"
+    model: str = "cnn-small"
+    model_args: dict = field(default_factory=dict)
+    objective: str = "standard"
+    objective_args: dict = field(default_factory=dict)
+    teacher: Optional[str] = None          # distillation only: model file, run dir or robustbench:ID
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: str = "multistep"            # multistep | cosine | onecycle | constant
+    milestones: tuple = (0.5, 0.75)        # fractions of the epochs (multistep)
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    eps: Optional[float] = None            # None: the dataset card's ε
+    alpha: Optional[float] = None          # None: the card's step
+    attack_steps: int = 10                 # inner maximisation steps during training
+    augment: Optional[bool] = None         # None: the card's default augmentation
+    train_size: Optional[int] = None       # seeded stratified sample of the training set
+    subset: Optional[str] = None           # .npy of dataset indices to train on
+    budget: str = "epochs"                 # epochs | iterations (coreset runs: same epochs or steps)
+    seed: int = 0
+    eval_n: int = 500                      # held-out slice for per-epoch and final evaluation
+    eval_steps: int = 20                   # PGD steps for result.json's robust_acc
+    monitor_steps: int = 10                # PGD steps for the per-epoch monitor
+    grad_clip: Optional[float] = None
+    swa_start: Optional[float] = None      # fraction of epochs after which the weights are averaged
+    device: str = "cpu"
+    threads: Optional[int] = None
+    data_root: Optional[str] = None
+    download: bool = False
+    progress: bool = True
+
+
+_SCHEDULES = ("multistep", "cosine", "onecycle", "constant")
+
+
+def validate_train(cfg: TrainConfig) -> TrainConfig:
+    """Range checks that the type checker cannot express."""
+    _positive(cfg, "epochs", "batch_size")
+    _positive(cfg, "lr", allow_zero=True)
+    for name in ("eps", "alpha"):
+        v = getattr(cfg, name)
+        if v is not None and (not math.isfinite(v) or v < 0 or (name == "alpha" and v == 0)):
+            raise SamplewiseError(f"{name} must be {'>' if name == 'alpha' else '>='} 0, got {v}")
+    if cfg.attack_steps < 0 or cfg.eval_steps < 0 or cfg.monitor_steps < 0:
+        raise SamplewiseError("attack steps must be >= 0")
+    if cfg.schedule not in _SCHEDULES:
+        raise SamplewiseError(f"unknown schedule '{cfg.schedule}'; choose from: {', '.join(_SCHEDULES)}")
+    if cfg.budget not in ("epochs", "iterations"):
+        raise SamplewiseError(f"budget must be 'epochs' or 'iterations', got '{cfg.budget}'")
+    if cfg.train_size is not None and cfg.train_size < 1:
+        raise SamplewiseError(f"train_size must be >= 1, got {cfg.train_size}")
+    if cfg.swa_start is not None and not 0 <= cfg.swa_start < 1:
+        raise SamplewiseError(f"swa_start must be a fraction in [0, 1), got {cfg.swa_start}")
+    if cfg.grad_clip is not None and cfg.grad_clip <= 0:
+        raise SamplewiseError(f"grad_clip must be > 0, got {cfg.grad_clip}")
+    if not all(isinstance(m, (int, float)) and not isinstance(m, bool) and 0 <= m <= 1
+               for m in cfg.milestones):
+        raise SamplewiseError(f"milestones must be fractions of the epochs in [0, 1], got {cfg.milestones}")
+    if cfg.eval_n < 1:
+        raise SamplewiseError(f"eval_n must be >= 1, got {cfg.eval_n}")
+    return cfg
+
+
+def _positive(cfg, *names, allow_zero=False):
+    for name in names:
+        v = getattr(cfg, name)
+        if not (v >= 0 if allow_zero else v > 0) or (isinstance(v, float) and not math.isfinite(v)):
+            raise SamplewiseError(f"{name} must be {'>=' if allow_zero else '>'} 0, got {v}")
+
+
+# --------------------------------------------------------------------------- parsing
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def coerce(cls, key: str, value: Any) -> Any:
+    """Check ``value`` against the annotation of ``cls.key`` (ints widen to floats)."""
+    hints = _hints(cls)
+    if key not in hints:
+        valid = ", ".join(f.name for f in fields(cls))
+        raise SamplewiseError(f"unknown config key '{key}'; valid keys: {valid}")
+    return _coerce(hints[key], value, key)
+
+
+def _coerce(tp, value, key):
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, (str, Path)):
+            return str(value)
+    elif tp is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    elif tp is tuple or origin is tuple:
+        if isinstance(value, (list, tuple)):
+            return tuple(value)
+    elif tp is list or origin is list:
+        if isinstance(value, (list, tuple)):
+            return list(value)
+    else:  # pragma: no cover - annotations are limited to the kinds above
+        return value
+    name = getattr(tp, "__name__", str(tp))
+    raise SamplewiseError(f"config key '{key}' expects {name}, got {value!r}")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"lr=0.05"`` → ``("lr", 0.05)``; values are read as YAML scalars or lists."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise SamplewiseError(f"override '{text}' is not of the form key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def read_yaml(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise SamplewiseError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise SamplewiseError(f"{path}: not valid YAML{line}") from None
+    except UnicodeDecodeError:
+        raise SamplewiseError(f"{path}: not a text file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SamplewiseError(f"{path}: a config file must be a mapping of key: value")
+    return data
+
+
+def build(cls, values: dict) -> Any:
+    """Instantiate ``cls`` from a mapping, type-checking every key."""
+    if not isinstance(values, dict):
+        raise SamplewiseError(f"expected a mapping for {cls.__name__}, got {type(values).__name__}")
+    checked = {str(k): coerce(cls, str(k), v) for k, v in values.items()}
+    return cls(**checked)
+
+
+def load_config(cls=TrainConfig, path=None, overrides=(), **direct) -> Any:
+    """Defaults ← YAML file ← ``key=value`` overrides ← direct keyword values (``None`` skipped)."""
+    values: dict = {}
+    if path is not None:
+        values.update(read_yaml(path))
+    for item in overrides:
+        k, v = parse_override(item)
+        values[k] = v
+    values.update({k: v for k, v in direct.items() if v is not None})
+    cfg = build(cls, values)
+    return validate_train(cfg) if cls is TrainConfig else cfg
+
+
+def to_dict(cfg) -> dict:
+    """Plain-data view of a config (tuples become lists), for YAML/JSON output."""
+    out = dataclasses.asdict(cfg)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+def dump_yaml(data: dict) -> str:
+    return yaml.safe_dump(data, sort_keys=False)

@@ -1,0 +1,148 @@
+"""Atomic file output and safe, clearly-failing file input.
+
+Every file samplewise writes goes to a temporary name in the same folder, is flushed and fsynced,
+and is then renamed over the target: a killed run leaves either the old file or the new one,
+never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import struct
+import tempfile
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from .errors import SamplewiseError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it over ``path``.
+
+    Example:
+        >>> with atomic_path("out.npy") as tmp:
+        ...     np.save(tmp, np.arange(3))
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_bytes(path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def append_jsonl(path, record: dict) -> None:
+    """Append one JSON line, rewriting the file atomically (metrics files are small)."""
+    path = Path(path)
+    old = path.read_bytes() if path.exists() else b""
+    line = json.dumps(record, default=_json_default) + "\n"
+    write_bytes(path, old + line.encode("utf-8"))
+
+
+def read_jsonl(path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except json.JSONDecodeError as exc:
+        raise SamplewiseError(f"{path}: not a valid JSON-lines file ({exc.msg})") from None
+
+
+def torch_save(obj: Any, path) -> None:
+    """``torch.save`` through a temporary file and an atomic rename."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_bytes(path, buf.getvalue())
+
+
+def torch_load(path, what: str = "file", map_location="cpu") -> Any:
+    """Load with ``weights_only=True``; a missing, truncated or foreign file is one clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise SamplewiseError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError,
+            AttributeError, TypeError, IndexError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SamplewiseError(f"{path}: cannot read {what} (corrupt, truncated or not a samplewise "
+                              f"file: {first[:160]})") from None
+    except Exception as exc:  # pickle.UnpicklingError and friends
+        if type(exc).__name__ == "UnpicklingError":
+            raise SamplewiseError(f"{path}: refused to load {what}: it holds objects other than "
+                                  "tensors and plain data (weights_only=True)") from None
+        raise
+
+
+def np_save(path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array, allow_pickle=False)
+
+
+def np_savez(path, **arrays) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+
+def np_load(path, what: str = "file") -> Any:
+    """``np.load`` without pickles; a missing or corrupt file is one clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise SamplewiseError(f"{what} not found: {path}")
+    try:
+        with open(path, "rb") as fh:
+            out = np.load(fh, allow_pickle=False)
+            if isinstance(out, np.lib.npyio.NpzFile):
+                with out:
+                    return {k: out[k] for k in out.files}
+            return out
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, zlib.error,
+            struct.error) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SamplewiseError(f"{path}: cannot read {what} ({first[:160]})") from None

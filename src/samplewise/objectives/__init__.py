@@ -1,0 +1,6 @@
+"""Training objectives: one registry, one interface (see :class:`Objective`)."""
+
+from .base import OBJECTIVES, Objective, StepContext, build_objective, list_objectives
+from . import adversarial  # noqa: F401  (registers standard, pgd-at, fgsm-rs, trades, mart)
+
+__all__ = ["OBJECTIVES", "Objective", "StepContext", "build_objective", "list_objectives"]

@@ -1,0 +1,91 @@
+"""The objective interface: one call per training step, returning the loss and per-sample terms.
+
+An objective combines pure losses (:mod:`samplewise.losses`) and attacks
+(:mod:`samplewise.attacks`); the training loop reads only ``out["loss"]`` and hands the whole
+dict to hooks (per-sample trackers), so objectives and trackers never know about each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import SamplewiseError
+from ..registry import Registry
+
+OBJECTIVES = Registry("objective")
+
+
+@dataclass
+class StepContext:
+    """Where a step sits in training; ``generator`` drives the step's attack randomness."""
+
+    epoch: int = 0
+    epochs: int = 1
+    step: int = 0
+    steps_per_epoch: int = 1
+    generator: torch.Generator | None = None
+
+    @property
+    def progress(self) -> float:
+        """Fraction of training done at this step, in [0, 1)."""
+        return (self.epoch + self.step / max(self.steps_per_epoch, 1)) / max(self.epochs, 1)
+
+
+class Objective:
+    """Base class. Subclasses set ``name``, accept their options as keyword arguments and
+    implement :meth:`__call__`.
+
+    Args:
+        eps: L∞ radius of the inner maximisation.
+        alpha: step size of the inner maximisation.
+        steps: number of inner steps.
+    """
+
+    name = "objective"
+    #: teacher forward/backward passes per step, for the documentation and the counting tests
+    needs_teacher = False
+
+    def __init__(self, *, eps: float, alpha: float, steps: int, **options: Any):
+        if options:
+            raise SamplewiseError(
+                f"objective '{self.name}' got unknown option(s): {', '.join(sorted(options))}")
+        self.eps, self.alpha, self.steps = float(eps), float(alpha), int(steps)
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor,
+                 ctx: StepContext) -> dict:
+        raise NotImplementedError
+
+    def settings(self) -> dict:
+        """Plain-data description of the objective, written into results."""
+        return {"name": self.name, "eps": self.eps, "alpha": self.alpha, "steps": self.steps}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def build_objective(name: str, *, eps: float, alpha: float, steps: int,
+                    teacher: nn.Module | None = None, **options: Any) -> Objective:
+    """Build a registered objective.
+
+    Example:
+        >>> obj = build_objective("pgd-at", eps=0.1, alpha=0.025, steps=10)
+    """
+    cls = OBJECTIVES.get(name)
+    if getattr(cls, "needs_teacher", False):
+        if teacher is None:
+            raise SamplewiseError(f"objective '{name}' is a distillation method and needs a teacher")
+        return cls(teacher=teacher, eps=eps, alpha=alpha, steps=steps, **options)
+    if teacher is not None:
+        raise SamplewiseError(f"objective '{name}' does not use a teacher")
+    return cls(eps=eps, alpha=alpha, steps=steps, **options)
+
+
+def list_objectives() -> list[str]:
+    return OBJECTIVES.names()

@@ -1,0 +1,132 @@
+"""From a config to a finished run directory: the pipeline behind ``samplewise train`` and
+``samplewise distill``.
+
+A run directory holds ``config.yaml`` (resolved settings, seed, version, git hash, dataset
+fingerprint), ``checkpoint.pt`` (after every epoch), ``metrics.jsonl``, ``model.pt`` and
+``result.json``. All files are written atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from . import io
+from .config import TrainConfig, dump_yaml, to_dict
+from .data import DataBundle, load_dataset, load_subset_file
+from .errors import SamplewiseError
+from .evaluate import evaluate
+from .models import create_model, load_teacher, save_model
+from .objectives import build_objective
+from .runinfo import provenance, seed_everything
+from .train import CHECKPOINT, FitResult, Hook, fit
+
+log = logging.getLogger(__name__)
+
+#: the fixed seed of ``train_size`` sampling: every run and score file sees the same samples
+TRAIN_SIZE_SEED = 0
+
+
+def load_bundle(cfg: TrainConfig) -> DataBundle:
+    return load_dataset(cfg.dataset, root=cfg.data_root, download=cfg.download,
+                        train_size=cfg.train_size, seed=TRAIN_SIZE_SEED)
+
+
+def load_subset(path, bundle: DataBundle) -> np.ndarray:
+    """Dataset indices from a ``.npy`` file; a ``subset.json`` beside it (written by
+    ``samplewise select``) must name the same dataset fingerprint."""
+    indices = load_subset_file(path, bundle)
+    meta_path = Path(path).with_suffix(".json")
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise SamplewiseError(f"{meta_path}: not valid JSON") from None
+        fp = (meta.get("source") or {}).get("fingerprint") or meta.get("fingerprint")
+        if fp is not None and fp != bundle.fingerprint:
+            name = (meta.get("source") or {}).get("dataset", "another dataset")
+            raise SamplewiseError(
+                f"subset {path} was selected from {name} (fingerprint {fp}); this run trains on "
+                f"{bundle.card.name} (fingerprint {bundle.fingerprint})")
+    return indices
+
+
+def prepare_out_dir(out_dir, resume: bool, overwrite: bool = False) -> Path:
+    """Refuse to overwrite a finished or started run unless asked to."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise SamplewiseError(f"--out {out} exists and is not a directory")
+    started = (out / CHECKPOINT).exists() or (out / "result.json").exists()
+    if started and not resume and not overwrite:
+        raise SamplewiseError(f"{out} already holds a run; pass --resume to continue it or "
+                              "--overwrite to start again")
+    return out
+
+
+def resolve_attack(cfg: TrainConfig, bundle: DataBundle) -> TrainConfig:
+    """Fill ε and the step from the dataset card; scale epochs for the 'iterations' budget."""
+    eps = bundle.card.eps if cfg.eps is None else cfg.eps
+    alpha = cfg.alpha if cfg.alpha is not None else (bundle.card.alpha if cfg.eps is None else eps / 4)
+    return dataclasses.replace(cfg, eps=eps, alpha=alpha)
+
+
+def run_training(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: bool = False,
+                 hooks: Sequence[Hook] = (), device: str | None = None) -> dict:
+    """Train (or distil) as ``cfg`` says and write the run directory; returns ``result.json``.
+
+    Example:
+        >>> run_training(TrainConfig(dataset="digits", model="cnn-small", epochs=3), "runs/demo")
+    """
+    out = prepare_out_dir(out_dir, resume, overwrite)
+    if resume and (out / "result.json").exists() and (out / "model.pt").exists():
+        log.info("%s is already finished", out)
+        return json.loads((out / "result.json").read_text())
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = device or cfg.device
+    bundle = load_bundle(cfg)
+    subset = load_subset(cfg.subset, bundle) if cfg.subset else None
+    cfg = resolve_attack(cfg, bundle)
+    n_train = len(subset) if subset is not None else len(bundle.train)
+    epochs = cfg.epochs
+    if cfg.budget == "iterations" and subset is not None:
+        epochs = math.ceil(cfg.epochs * len(bundle.train) / n_train)
+    run_cfg = dataclasses.replace(cfg, epochs=epochs)
+    seed_everything(cfg.seed)
+    model = create_model(cfg.model, bundle.card, **cfg.model_args)
+    teacher = load_teacher(cfg.teacher, card=bundle.card, device=device) if cfg.teacher else None
+    objective = build_objective(cfg.objective, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.attack_steps,
+                                teacher=teacher, **cfg.objective_args)
+    out.mkdir(parents=True, exist_ok=True)  # only once every input has been validated
+    resolved = {**to_dict(cfg), "epochs_run": epochs, "n_train": n_train,
+                "fingerprint": bundle.fingerprint, "objective_settings": objective.settings(),
+                **provenance()}
+    io.write_text(out / "config.yaml", dump_yaml(resolved))
+    t0 = time.perf_counter()
+    res: FitResult = fit(model, bundle, objective, run_cfg, out_dir=out, hooks=hooks, subset=subset,
+                         device=device, resume=resume)
+    train_seconds = time.perf_counter() - t0
+    result = final_evaluation(res.model, bundle, cfg, device)
+    result.update({"dataset": cfg.dataset, "model": cfg.model, "objective": cfg.objective,
+                   "seed": cfg.seed, "n_train": n_train, "epochs": epochs, "budget": cfg.budget,
+                   "train_seconds": round(train_seconds, 2),
+                   "epoch_seconds": [m["seconds"] for m in res.metrics]})
+    save_model(out / "model.pt", res.model, extra={"result": json.loads(json.dumps(result))})
+    io.write_json(out / "result.json", result)
+    return result
+
+
+def final_evaluation(model, bundle: DataBundle, cfg: TrainConfig, device) -> dict:
+    """Clean and PGD-``eval_steps`` accuracy at the run's ε on the fixed test slice."""
+    res = evaluate(model, bundle.test, attack="pgd", eps=cfg.eps, alpha=cfg.alpha,
+                   steps=cfg.eval_steps, n=cfg.eval_n, seed=0, device=device)
+    return {"clean_acc": res["clean_acc"], "robust_acc": res["robust_acc"],
+            "eval": {k: res[k] for k in ("attack", "eps", "alpha", "steps", "n", "seed")}}

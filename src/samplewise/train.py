@@ -1,0 +1,279 @@
+"""One training loop for every objective: :func:`fit`.
+
+The loop owns the optimiser, the schedule, checkpoints and metrics; the objective owns the loss;
+hooks (per-sample trackers) see each batch with its dataset indices. A checkpoint is written
+atomically after every epoch with everything needed to continue bit for bit: weights, optimiser,
+schedule, global RNG states, the objective's and the hooks' state (the loader's order and the
+attacks' noise are derived from ``(seed, epoch)`` and need no saved state).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+
+from . import io
+from .config import TrainConfig
+from .data import DataBundle, InMemoryLoader, Split
+from .errors import SamplewiseError
+from .evaluate import evaluate
+from .objectives import Objective, StepContext
+from .runinfo import derived_generator, rng_state, seed_everything, set_rng_state
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+
+
+class Hook:
+    """Per-sample callbacks; ``idx`` are dataset indices, never batch positions."""
+
+    #: set True to have the loop make the batch inputs require grad (online input gradients)
+    needs_input_grad = False
+
+    def on_fit_start(self, model: nn.Module, loader: InMemoryLoader, cfg: TrainConfig) -> None: ...
+
+    def on_batch_end(self, model, x, y, idx, out: dict, epoch: int, step: int) -> None: ...
+
+    def on_epoch_end(self, model: nn.Module, epoch: int) -> dict | None:
+        """May return extra metrics for this epoch's metrics line."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+@dataclass
+class FitResult:
+    model: nn.Module
+    metrics: list[dict] = field(default_factory=list)
+    epochs_run: int = 0
+    steps_per_epoch: int = 0
+
+
+class NonFiniteLoss(SamplewiseError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def lr_lambda(cfg: TrainConfig, total_steps: int):
+    """Multiplier of the base learning rate at a given optimiser step (with linear warm-up)."""
+    warm = int(cfg.warmup_epochs * total_steps / max(cfg.epochs, 1))
+    bounds = [int(m * total_steps) for m in cfg.milestones]
+
+    def fn(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = step / max(total_steps, 1)
+        if cfg.schedule == "multistep":
+            return cfg.gamma ** sum(step >= b for b in bounds)
+        if cfg.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * t))
+        if cfg.schedule == "onecycle":  # triangular: up to the peak at 40%, down to 0
+            return t / 0.4 if t < 0.4 else max(0.0, (1 - t) / 0.6)
+        return 1.0
+
+    return fn
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig):
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                          weight_decay=cfg.weight_decay, nesterov=cfg.nesterov and cfg.momentum > 0)
+    return opt
+
+
+def _progress(iterable, enabled: bool, desc: str, total: int):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+    return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True, disable=None)
+
+
+def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainConfig, *,
+        out_dir: str | Path | None = None, hooks: Sequence[Hook] = (), subset=None,
+        device: str | torch.device = "cpu", resume: bool = False, rank: int = 0,
+        world_size: int = 1, ddp_model: nn.Module | None = None) -> FitResult:
+    """Train ``model`` on ``bundle.train`` (or ``subset`` of it) with ``objective``.
+
+    Args:
+        subset: dataset indices to train on (validated by :meth:`Split.subset`).
+        out_dir: where ``checkpoint.pt`` and ``metrics.jsonl`` go (rank 0 only); None: nowhere.
+        resume: continue from ``out_dir/checkpoint.pt``.
+        ddp_model: the DistributedDataParallel wrapper to step through (multi-process runs).
+
+    Example:
+        >>> res = fit(model, load_dataset("digits"), build_objective("standard", eps=0.1,
+        ...           alpha=0.025, steps=0), TrainConfig(epochs=2))
+    """
+    train_split = bundle.train.subset(subset) if subset is not None else bundle.train
+    augment = cfg.augment if cfg.augment is not None else (bundle.card.crop_pad > 0 or bundle.card.flip)
+    loader = InMemoryLoader(train_split, batch_size=cfg.batch_size, shuffle=True, augment=augment,
+                            card=bundle.card, seed=cfg.seed, device=device, rank=rank,
+                            world_size=world_size)
+    model.to(device)
+    step_model = ddp_model if ddp_model is not None else model
+    opt = make_optimizer(model, cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, cfg.epochs * len(loader)))
+    swa = _SWA(model, cfg) if cfg.swa_start is not None else None
+    out_dir = Path(out_dir) if out_dir is not None and rank == 0 else None
+    monitor = bundle.test
+    for h in hooks:
+        h.on_fit_start(model, loader, cfg)
+
+    start, metrics = 0, []
+    if resume:
+        start, metrics = _restore(out_dir, model, opt, sched, objective, hooks, swa)
+    elif out_dir is not None:
+        (out_dir / METRICS).unlink(missing_ok=True)
+
+    input_grad = any(h.needs_input_grad for h in hooks)
+    check_each_step = torch.device(device).type == "cpu"  # a sync per step is free on the CPU
+    for epoch in range(start, cfg.epochs):
+        model.train()
+        loader.set_epoch(epoch)
+        gen = derived_generator(cfg.seed, 104729, epoch, rank)
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        hits = torch.zeros((), device=device)
+        extra: dict[str, torch.Tensor] = {}
+        seen = 0
+        bar = _progress(loader, cfg.progress and rank == 0, f"epoch {epoch + 1}/{cfg.epochs}", len(loader))
+        for step, (x, y, idx) in enumerate(bar):
+            if input_grad:
+                x.requires_grad_(True)
+            ctx = StepContext(epoch, cfg.epochs, step, len(loader), gen)
+            out = objective(step_model, x, y, idx, ctx)
+            loss = out["loss"]
+            if check_each_step and not torch.isfinite(loss):
+                raise NonFiniteLoss(f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                                    "stopped (the last good checkpoint is kept)")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            for h in hooks:
+                h.on_batch_end(model, x, y, idx, out, epoch, step)
+            loss_sum += loss.detach() * len(y)
+            hits += (out["logits"].detach().argmax(1) == y).sum()
+            for k, v in out.get("epoch_metrics", {}).items():  # e.g. a distiller's transfer flags
+                extra[k] = extra.get(k, 0) + v.detach().float().sum()
+            seen += len(y)
+        if not torch.isfinite(loss_sum):
+            raise NonFiniteLoss(f"loss became non-finite during epoch {epoch + 1}; stopped "
+                                "(the last good checkpoint is kept)")
+        seconds = time.perf_counter() - t0
+        if swa is not None:
+            swa.update(epoch)
+        record = {"epoch": epoch + 1, "loss": loss_sum.item() / seen, "train_acc": hits.item() / seen,
+                  "lr": opt.param_groups[0]["lr"], "seconds": round(seconds, 4),
+                  **{k: v.item() / seen for k, v in extra.items()}}
+        for h in hooks:
+            record.update(h.on_epoch_end(model, epoch) or {})
+        record.update(_monitor(model, monitor, cfg, objective, device))
+        metrics.append(record)
+        log.info("epoch %d/%d %s", epoch + 1, cfg.epochs,
+                 " ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float)))
+        if out_dir is not None:
+            io.append_jsonl(out_dir / METRICS, record)
+            _save_checkpoint(out_dir, model, opt, sched, objective, hooks, swa, epoch + 1)
+    if swa is not None:
+        swa.finalize(model, loader)
+    return FitResult(model=model, metrics=metrics, epochs_run=cfg.epochs, steps_per_epoch=len(loader))
+
+
+def _monitor(model, split: Split, cfg: TrainConfig, objective: Objective, device) -> dict:
+    """Clean and PGD accuracy on a fixed held-out slice (``cfg.eval_n`` samples)."""
+    n = min(cfg.eval_n, 256)
+    res = evaluate(model, split, attack="pgd" if cfg.monitor_steps > 0 else "clean",
+                   eps=objective.eps, alpha=objective.alpha, steps=cfg.monitor_steps, n=n,
+                   seed=cfg.seed, device=device)
+    return {"test_clean_acc": res["clean_acc"], "test_pgd_acc": res["robust_acc"]}
+
+
+class _SWA:
+    """Stochastic weight averaging of the student from ``swa_start`` (a fraction of the epochs)."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig):
+        self.start = int(cfg.swa_start * cfg.epochs)
+        self.model = model
+        self.avg = AveragedModel(model)
+
+    def update(self, epoch: int) -> None:
+        if epoch >= self.start:
+            self.avg.update_parameters(self.model)
+
+    def finalize(self, model: nn.Module, loader: InMemoryLoader) -> None:
+        """Copy the averaged weights into ``model`` and recompute BatchNorm statistics."""
+        model.load_state_dict(self.avg.module.state_dict())
+        bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not bns:
+            return
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the pass
+        model.train()
+        loader.set_epoch(0)
+        with torch.no_grad():
+            for x, _, _ in loader:
+                model(x)
+        model.eval()
+
+    def state_dict(self) -> dict:
+        return self.avg.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.avg.load_state_dict(state)
+
+
+def _save_checkpoint(out_dir: Path, model, opt, sched, objective, hooks, swa, epoch: int) -> None:
+    from .models import model_payload
+    state = {"format": "samplewise.checkpoint/1", "epoch": epoch, "model": model_payload(model),
+             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+             "objective": objective.state_dict(), "hooks": [h.state_dict() for h in hooks],
+             "rng": rng_state(), "swa": swa.state_dict() if swa is not None else None}
+    io.torch_save(state, out_dir / CHECKPOINT)
+
+
+def _restore(out_dir, model, opt, sched, objective, hooks, swa) -> tuple[int, list[dict]]:
+    if out_dir is None:
+        raise SamplewiseError("--resume needs an output directory")
+    path = Path(out_dir) / CHECKPOINT
+    if not path.exists():
+        raise SamplewiseError(f"nothing to resume: {path} does not exist")
+    state = io.torch_load(path, "checkpoint")
+    if not isinstance(state, dict) or state.get("format") != "samplewise.checkpoint/1":
+        raise SamplewiseError(f"{path}: not a samplewise checkpoint")
+    try:
+        model.load_state_dict(state["model"]["state_dict"])
+    except RuntimeError:
+        raise SamplewiseError(f"{path}: the checkpoint holds a different architecture "
+                              f"({state['model'].get('arch')}) than this run") from None
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    objective.load_state_dict(state["objective"])
+    for h, s in zip(hooks, state["hooks"]):
+        h.load_state_dict(s)
+    if swa is not None and state.get("swa") is not None:
+        swa.load_state_dict(state["swa"])
+    set_rng_state(state["rng"])
+    epoch = int(state["epoch"])
+    metrics = [m for m in io.read_jsonl(Path(out_dir) / METRICS) if m.get("epoch", 0) <= epoch]
+    io.write_text(Path(out_dir) / METRICS, "".join(_jsonl(m) for m in metrics))
+    log.info("resumed from %s at epoch %d", path, epoch)
+    return epoch, metrics
+
+
+def _jsonl(record: dict) -> str:
+    return json.dumps(record) + "\n"
