@@ -25,10 +25,14 @@ from .objectives import StepContext, build_objective, list_objectives
 from .train import FitResult, Hook, fit
 from .evaluate import evaluate
 from .runs import run_training
+from .hardness import ScoreTable
+from .hardness.scoring import score, scores_from_model
+from .coreset import select, list_selectors
 
 __all__ = [
     "__version__", "SamplewiseError", "TrainConfig", "load_config", "DataBundle", "DatasetCard",
     "InMemoryLoader", "Split", "list_datasets", "load_dataset", "create_model", "load_model",
     "save_model", "autoattack", "cw_inf", "fgsm", "pgd", "StepContext", "build_objective",
-    "list_objectives", "FitResult", "Hook", "fit", "evaluate", "run_training",
+    "list_objectives", "FitResult", "Hook", "fit", "evaluate", "run_training", "ScoreTable", "score",
+    "scores_from_model", "select", "list_selectors",
 ]

@@ -29,9 +29,16 @@ def command(name: str, help: str):
     return deco
 
 
-def _common_train(p: argparse.ArgumentParser) -> None:
+def _common_train(p: argparse.ArgumentParser, distill: bool = False) -> None:
     p.add_argument("--config", help="YAML file of TrainConfig keys")
-    p.add_argument("--dataset"), p.add_argument("--model"), p.add_argument("--objective")
+    p.add_argument("--dataset")
+    if distill:
+        p.add_argument("--teacher", required=True,
+                       help="teacher: model file, run directory, or robustbench:ID")
+        p.add_argument("--student", dest="model", help="student architecture (default cnn-small)")
+        p.add_argument("--method", dest="objective", help="distillation method (default saad)")
+    else:
+        p.add_argument("--model"), p.add_argument("--objective")
     p.add_argument("--epochs", type=int), p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float), p.add_argument("--eps", type=float)
     p.add_argument("--alpha", type=float), p.add_argument("--steps", type=int, dest="attack_steps")
@@ -49,11 +56,25 @@ def _train_config(a):
     from .config import load_config
     keys = ("dataset", "model", "objective", "epochs", "batch_size", "lr", "eps", "alpha",
             "attack_steps", "subset", "train_size", "seed", "device", "teacher")
-    return load_config(path=a.config, overrides=a.set, **{k: getattr(a, k, None) for k in keys})
+    direct = {k: getattr(a, k, None) for k in keys}
+    if a.command == "distill":  # the distillation recipe's defaults (methods.md §4)
+        direct["objective"] = direct["objective"] or "saad"
+        overrides = ["weight_decay=2e-4", *a.set]
+    else:
+        overrides = a.set
+    return load_config(path=a.config, overrides=overrides, **direct)
 
 
 @command("train", "train a model (standard, pgd-at, trades, ...) and write a run directory")
 def cmd_train(a) -> int:
+    from .runs import run_training
+    result = run_training(_train_config(a), a.out, resume=a.resume, overwrite=a.overwrite)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+@command("distill", "distil a robust teacher into a student (ard, rslad, iad, adaad, igdm, saad, ...)")
+def cmd_distill(a) -> int:
     from .runs import run_training
     result = run_training(_train_config(a), a.out, resume=a.resume, overwrite=a.overwrite)
     print(json.dumps(result, indent=2))
@@ -98,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"samplewise {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings only")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    _module_commands()
     for name, (fn, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
         ADD_ARGS.get(name, lambda p: None)(p)
@@ -114,7 +136,22 @@ def _eval_args(p):
     p.add_argument("--per-sample", metavar="FILE.json", help="save per-sample robust flags")
 
 
-ADD_ARGS: dict[str, Callable] = {"train": _common_train, "eval": _eval_args}
+ADD_ARGS: dict[str, Callable] = {"train": _common_train, "distill": lambda p: _common_train(p, distill=True),
+                                 "eval": _eval_args}
+
+#: commands that live in their own module under samplewise.commands (add_arguments, run, HELP)
+MODULE_COMMANDS = ("score", "select", "study", "analyze", "bench", "demo")
+
+
+def _module_commands() -> None:
+    import importlib
+    import importlib.util
+    for name in MODULE_COMMANDS:
+        if name in COMMANDS or importlib.util.find_spec(f"samplewise.commands.{name}") is None:
+            continue
+        mod = importlib.import_module(f"samplewise.commands.{name}")
+        COMMANDS[name] = (mod.run, getattr(mod, "HELP", (mod.__doc__ or name).strip().splitlines()[0]))
+        ADD_ARGS[name] = mod.add_arguments
 
 
 def main(argv: list[str] | None = None) -> int:

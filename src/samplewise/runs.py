@@ -19,8 +19,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from . import io
+from . import distributed, io
 from .config import TrainConfig, dump_yaml, to_dict
+from .coreset import load_selection_meta
 from .data import DataBundle, load_dataset, load_subset_file
 from .errors import SamplewiseError
 from .evaluate import evaluate
@@ -44,18 +45,13 @@ def load_subset(path, bundle: DataBundle) -> np.ndarray:
     """Dataset indices from a ``.npy`` file; a ``subset.json`` beside it (written by
     ``samplewise select``) must name the same dataset fingerprint."""
     indices = load_subset_file(path, bundle)
-    meta_path = Path(path).with_suffix(".json")
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise SamplewiseError(f"{meta_path}: not valid JSON") from None
-        fp = (meta.get("source") or {}).get("fingerprint") or meta.get("fingerprint")
-        if fp is not None and fp != bundle.fingerprint:
-            name = (meta.get("source") or {}).get("dataset", "another dataset")
-            raise SamplewiseError(
-                f"subset {path} was selected from {name} (fingerprint {fp}); this run trains on "
-                f"{bundle.card.name} (fingerprint {bundle.fingerprint})")
+    meta = load_selection_meta(path) or {}
+    fp = meta.get("fingerprint")
+    if fp is not None and fp != bundle.fingerprint:
+        raise SamplewiseError(
+            f"subset {path} was selected from {meta.get('dataset') or 'another dataset'} "
+            f"(fingerprint {fp}); this run trains on {bundle.card.name} "
+            f"(fingerprint {bundle.fingerprint})")
     return indices
 
 
@@ -91,7 +87,8 @@ def run_training(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
         return json.loads((out / "result.json").read_text())
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = device or cfg.device
+    env = distributed.setup(device or cfg.device)
+    device = env.device
     bundle = load_bundle(cfg)
     subset = load_subset(cfg.subset, bundle) if cfg.subset else None
     cfg = resolve_attack(cfg, bundle)
@@ -105,15 +102,22 @@ def run_training(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
     teacher = load_teacher(cfg.teacher, card=bundle.card, device=device) if cfg.teacher else None
     objective = build_objective(cfg.objective, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.attack_steps,
                                 teacher=teacher, **cfg.objective_args)
-    out.mkdir(parents=True, exist_ok=True)  # only once every input has been validated
     resolved = {**to_dict(cfg), "epochs_run": epochs, "n_train": n_train,
                 "fingerprint": bundle.fingerprint, "objective_settings": objective.settings(),
-                **provenance()}
-    io.write_text(out / "config.yaml", dump_yaml(resolved))
+                "world_size": env.world_size, **provenance()}
+    if env.is_main:
+        out.mkdir(parents=True, exist_ok=True)  # only once every input has been validated
+        io.write_text(out / "config.yaml", dump_yaml(resolved))
+    model.to(device)
+    ddp = _ddp(model, env)
     t0 = time.perf_counter()
     res: FitResult = fit(model, bundle, objective, run_cfg, out_dir=out, hooks=hooks, subset=subset,
-                         device=device, resume=resume)
+                         device=device, resume=resume, rank=env.rank, world_size=env.world_size,
+                         ddp_model=ddp)
     train_seconds = time.perf_counter() - t0
+    if not env.is_main:
+        distributed.barrier()  # rank 0 evaluates and writes; the others wait for it
+        return {}
     result = final_evaluation(res.model, bundle, cfg, device)
     result.update({"dataset": cfg.dataset, "model": cfg.model, "objective": cfg.objective,
                    "seed": cfg.seed, "n_train": n_train, "epochs": epochs, "budget": cfg.budget,
@@ -121,7 +125,18 @@ def run_training(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
                    "epoch_seconds": [m["seconds"] for m in res.metrics]})
     save_model(out / "model.pt", res.model, extra={"result": json.loads(json.dumps(result))})
     io.write_json(out / "result.json", result)
+    if env.enabled:
+        distributed.barrier()
     return result
+
+
+def _ddp(model, env):
+    """DistributedDataParallel wrapper for multi-process runs (None for one process)."""
+    if not env.enabled:
+        return None
+    from torch.nn.parallel import DistributedDataParallel
+    ids = [env.local_rank] if env.device.startswith("cuda") else None
+    return DistributedDataParallel(model, device_ids=ids)
 
 
 def final_evaluation(model, bundle: DataBundle, cfg: TrainConfig, device) -> dict:

@@ -27,6 +27,7 @@ from .data import DataBundle, InMemoryLoader, Split
 from .errors import SamplewiseError
 from .evaluate import evaluate
 from .objectives import Objective, StepContext
+from .distributed import all_reduce_sum
 from .runinfo import derived_generator, rng_state, seed_everything, set_rng_state
 
 log = logging.getLogger(__name__)
@@ -125,14 +126,15 @@ def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainCo
     opt = make_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, cfg.epochs * len(loader)))
     swa = _SWA(model, cfg) if cfg.swa_start is not None else None
-    out_dir = Path(out_dir) if out_dir is not None and rank == 0 else None
+    run_dir = Path(out_dir) if out_dir is not None else None
+    out_dir = run_dir if rank == 0 else None  # only rank 0 writes
     monitor = bundle.test
     for h in hooks:
         h.on_fit_start(model, loader, cfg)
 
     start, metrics = 0, []
     if resume:
-        start, metrics = _restore(out_dir, model, opt, sched, objective, hooks, swa)
+        start, metrics = _restore(run_dir, model, opt, sched, objective, hooks, swa, write=rank == 0)
     elif out_dir is not None:
         (out_dir / METRICS).unlink(missing_ok=True)
 
@@ -170,6 +172,11 @@ def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainCo
             for k, v in out.get("epoch_metrics", {}).items():  # e.g. a distiller's transfer flags
                 extra[k] = extra.get(k, 0) + v.detach().float().sum()
             seen += len(y)
+        if world_size > 1:  # epoch metrics over every rank's shard
+            totals = all_reduce_sum(torch.stack([loss_sum, hits, torch.tensor(float(seen), device=device),
+                                                 *extra.values()]))
+            loss_sum, hits, seen = totals[0], totals[1], int(totals[2].item())
+            extra = dict(zip(extra, totals[3:]))
         if not torch.isfinite(loss_sum):
             raise NonFiniteLoss(f"loss became non-finite during epoch {epoch + 1}; stopped "
                                 "(the last good checkpoint is kept)")
@@ -181,7 +188,8 @@ def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainCo
                   **{k: v.item() / seen for k, v in extra.items()}}
         for h in hooks:
             record.update(h.on_epoch_end(model, epoch) or {})
-        record.update(_monitor(model, monitor, cfg, objective, device))
+        if rank == 0:
+            record.update(_monitor(model, monitor, cfg, objective, device))
         metrics.append(record)
         log.info("epoch %d/%d %s", epoch + 1, cfg.epochs,
                  " ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float)))
@@ -246,7 +254,8 @@ def _save_checkpoint(out_dir: Path, model, opt, sched, objective, hooks, swa, ep
     io.torch_save(state, out_dir / CHECKPOINT)
 
 
-def _restore(out_dir, model, opt, sched, objective, hooks, swa) -> tuple[int, list[dict]]:
+def _restore(out_dir, model, opt, sched, objective, hooks, swa, write: bool = True
+             ) -> tuple[int, list[dict]]:
     if out_dir is None:
         raise SamplewiseError("--resume needs an output directory")
     path = Path(out_dir) / CHECKPOINT
@@ -270,7 +279,8 @@ def _restore(out_dir, model, opt, sched, objective, hooks, swa) -> tuple[int, li
     set_rng_state(state["rng"])
     epoch = int(state["epoch"])
     metrics = [m for m in io.read_jsonl(Path(out_dir) / METRICS) if m.get("epoch", 0) <= epoch]
-    io.write_text(Path(out_dir) / METRICS, "".join(_jsonl(m) for m in metrics))
+    if write:  # drop lines of an epoch whose checkpoint never landed
+        io.write_text(Path(out_dir) / METRICS, "".join(_jsonl(m) for m in metrics))
     log.info("resumed from %s at epoch %d", path, epoch)
     return epoch, metrics
 

@@ -1,5 +1,12 @@
-"""Per-sample hardness: score trackers and the score file format."""
+"""Per-sample hardness: score trackers and the score file format.
+
+Every score is indexed by dataset index and oriented so that higher = harder. The scoring run
+itself (a pipeline over :func:`samplewise.runs.run_training`) lives in
+:mod:`samplewise.hardness.scoring`, imported on its own to keep the layers acyclic.
+"""
 
 from .scorefile import FORMAT, SCORE_NAMES, ScoreTable
+from .trackers import EvalPassTracker, OnlineAIGNTracker, TrainingDynamicsTracker, per_sample_pass
 
-__all__ = ["FORMAT", "SCORE_NAMES", "ScoreTable"]
+__all__ = ["FORMAT", "SCORE_NAMES", "ScoreTable", "EvalPassTracker", "OnlineAIGNTracker",
+           "TrainingDynamicsTracker", "per_sample_pass"]

@@ -2,5 +2,6 @@
 
 from .base import OBJECTIVES, Objective, StepContext, build_objective, list_objectives
 from . import adversarial  # noqa: F401  (registers standard, pgd-at, fgsm-rs, trades, mart)
+from . import distill  # noqa: F401  (registers ard, rslad, iad, adaad, igdm, saad, saad-measured)
 
 __all__ = ["OBJECTIVES", "Objective", "StepContext", "build_objective", "list_objectives"]

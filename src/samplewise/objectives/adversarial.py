@@ -46,8 +46,8 @@ class FGSMRS(Objective):
 
     name = "fgsm-rs"
 
-    def __init__(self, *, eps, alpha, steps, step_scale: float = 1.25):
-        super().__init__(eps=eps, alpha=alpha, steps=steps)
+    def __init__(self, *, eps, alpha, steps, step_scale: float = 1.25, **options):
+        super().__init__(eps=eps, alpha=alpha, steps=steps, **options)
         self.step_scale = float(step_scale)
 
     def __call__(self, model, x, y, idx, ctx: StepContext) -> dict:
@@ -64,8 +64,8 @@ class TRADES(Objective):
 
     name = "trades"
 
-    def __init__(self, *, eps, alpha, steps, beta: float = 6.0):
-        super().__init__(eps=eps, alpha=alpha, steps=steps)
+    def __init__(self, *, eps, alpha, steps, beta: float = 6.0, **options):
+        super().__init__(eps=eps, alpha=alpha, steps=steps, **options)
         self.beta = float(beta)
 
     def settings(self) -> dict:
@@ -87,8 +87,8 @@ class MART(Objective):
 
     name = "mart"
 
-    def __init__(self, *, eps, alpha, steps, beta: float = 6.0):
-        super().__init__(eps=eps, alpha=alpha, steps=steps)
+    def __init__(self, *, eps, alpha, steps, beta: float = 6.0, **options):
+        super().__init__(eps=eps, alpha=alpha, steps=steps, **options)
         self.beta = float(beta)
 
     def settings(self) -> dict:
