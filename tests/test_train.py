@@ -179,3 +179,40 @@ def test_budget_iterations_scales_epochs(tmp_path, digits):
     # same iterations: ceil(1 epoch x 1347 samples / 673 samples) = 3 epochs of the half set
     assert res["epochs"] == math.ceil(len(digits.train) / len(sub)) == 3
     assert res["n_train"] == len(sub) and res["budget"] == "iterations"
+
+
+def test_channels_last_gives_the_same_training(digits):
+    """NHWC is a layout, not a different computation: weights agree to float tolerance."""
+    states = []
+    for cl in (False, True):
+        torch.manual_seed(0)
+        model = create_model("cnn-small", digits.card)
+        fit(model, digits, build_objective("pgd-at", eps=0.2, alpha=0.05, steps=2),
+            _cfg(epochs=1, model="cnn-small", channels_last=cl))
+        states.append({k: v.float() for k, v in model.state_dict().items()})
+    for k in states[0]:
+        torch.testing.assert_close(states[0][k], states[1][k], rtol=1e-3, atol=1e-4)
+
+
+def test_bf16_autocast_trains(digits):
+    """bf16 autocast (the GPU fast path) also runs on the CPU: it must still learn."""
+    torch.manual_seed(0)
+    model = create_model("mlp", digits.card)
+    res = fit(model, digits, build_objective("standard", eps=0.2, alpha=0.05, steps=0),
+              _cfg(epochs=3, amp="bf16", lr=0.1))
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert res.metrics[-1]["test_clean_acc"] > 0.8
+
+
+@pytest.mark.slow
+def test_torch_compile_matches_eager(digits):
+    """torch.compile (inductor, needs a C compiler) gives the same training to float tolerance."""
+    states = []
+    for comp in (False, True):
+        torch.manual_seed(0)
+        model = create_model("mlp", digits.card)
+        fit(model, digits, build_objective("standard", eps=0.2, alpha=0.05, steps=0),
+            _cfg(epochs=1, compile=comp))
+        states.append(model.state_dict())
+    for k in states[0]:
+        torch.testing.assert_close(states[0][k], states[1][k], rtol=1e-4, atol=1e-5)

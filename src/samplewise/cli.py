@@ -44,7 +44,11 @@ def _common_train(p: argparse.ArgumentParser, distill: bool = False) -> None:
     p.add_argument("--alpha", type=float), p.add_argument("--steps", type=int, dest="attack_steps")
     p.add_argument("--subset", help=".npy of dataset indices (from samplewise select)")
     p.add_argument("--train-size", type=int, help="seeded stratified sample of the training set")
-    p.add_argument("--seed", type=int), p.add_argument("--device")
+    p.add_argument("--seed", type=int), p.add_argument("--device", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--amp", choices=["bf16"], help="bf16 autocast of the training step")
+    p.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory layout")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true", help="start again in a used --out")
     p.add_argument("--out", required=True, help="run directory")
@@ -55,7 +59,8 @@ def _common_train(p: argparse.ArgumentParser, distill: bool = False) -> None:
 def _train_config(a):
     from .config import load_config
     keys = ("dataset", "model", "objective", "epochs", "batch_size", "lr", "eps", "alpha",
-            "attack_steps", "subset", "train_size", "seed", "device", "teacher")
+            "attack_steps", "subset", "train_size", "seed", "device", "teacher", "amp",
+            "channels_last", "compile", "threads")
     direct = {k: getattr(a, k, None) for k in keys}
     if a.command == "distill":  # the distillation recipe's defaults (methods.md §4)
         direct["objective"] = direct["objective"] or "saad"

@@ -59,6 +59,9 @@ class TrainConfig:
     grad_clip: Optional[float] = None
     swa_start: Optional[float] = None      # fraction of epochs after which the weights are averaged
     device: str = "cpu"
+    channels_last: bool = False            # NHWC memory layout (fast on CUDA tensor cores)
+    amp: Optional[str] = None              # None | "bf16": autocast the training step
+    compile: bool = False                  # torch.compile the model used in the step
     threads: Optional[int] = None
     data_root: Optional[str] = None
     download: bool = False
@@ -91,6 +94,10 @@ def validate_train(cfg: TrainConfig) -> TrainConfig:
     if not all(isinstance(m, (int, float)) and not isinstance(m, bool) and 0 <= m <= 1
                for m in cfg.milestones):
         raise SamplewiseError(f"milestones must be fractions of the epochs in [0, 1], got {cfg.milestones}")
+    if cfg.amp not in (None, "bf16"):
+        raise SamplewiseError(f"amp must be unset or 'bf16', got {cfg.amp!r}")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise SamplewiseError(f"threads must be >= 1, got {cfg.threads}")
     if cfg.eval_n < 1:
         raise SamplewiseError(f"eval_n must be >= 1, got {cfg.eval_n}")
     return cfg

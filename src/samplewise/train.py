@@ -122,7 +122,7 @@ def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainCo
                             card=bundle.card, seed=cfg.seed, device=device, rank=rank,
                             world_size=world_size)
     model.to(device)
-    step_model = ddp_model if ddp_model is not None else model
+    step_model = _fast_paths(model, ddp_model, cfg)
     opt = make_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, cfg.epochs * len(loader)))
     swa = _SWA(model, cfg) if cfg.swa_start is not None else None
@@ -139,6 +139,7 @@ def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainCo
         (out_dir / METRICS).unlink(missing_ok=True)
 
     input_grad = any(h.needs_input_grad for h in hooks)
+    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
     check_each_step = torch.device(device).type == "cpu"  # a sync per step is free on the CPU
     for epoch in range(start, cfg.epochs):
         model.train()
@@ -151,10 +152,13 @@ def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainCo
         seen = 0
         bar = _progress(loader, cfg.progress and rank == 0, f"epoch {epoch + 1}/{cfg.epochs}", len(loader))
         for step, (x, y, idx) in enumerate(bar):
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             if input_grad:
                 x.requires_grad_(True)
             ctx = StepContext(epoch, cfg.epochs, step, len(loader), gen)
-            out = objective(step_model, x, y, idx, ctx)
+            with autocast:
+                out = objective(step_model, x, y, idx, ctx)
             loss = out["loss"]
             if check_each_step and not torch.isfinite(loss):
                 raise NonFiniteLoss(f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
@@ -199,6 +203,20 @@ def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainCo
     if swa is not None:
         swa.finalize(model, loader)
     return FitResult(model=model, metrics=metrics, epochs_run=cfg.epochs, steps_per_epoch=len(loader))
+
+
+def _fast_paths(model: nn.Module, ddp_model: nn.Module | None, cfg: TrainConfig) -> nn.Module:
+    """The module the step calls: DDP wrapper if any, NHWC layout and ``torch.compile`` by flag.
+
+    channels_last only changes the memory layout (same maths); bf16 autocast (in :func:`fit`)
+    runs matmuls/convolutions in bfloat16 with float32 weights, so no loss scaling is needed.
+    """
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    step_model = ddp_model if ddp_model is not None else model
+    if cfg.compile:
+        step_model = torch.compile(step_model)
+    return step_model
 
 
 def _monitor(model, split: Split, cfg: TrainConfig, objective: Objective, device) -> dict:
