@@ -29,6 +29,7 @@ from .models import create_model, load_teacher, save_model
 from .objectives import build_objective
 from .runinfo import provenance, seed_everything
 from .train import CHECKPOINT, FitResult, Hook, fit
+from .transfer import TransferHistory
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,8 @@ def run_training(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
         io.write_text(out / "config.yaml", dump_yaml(resolved))
     model.to(device)
     ddp = _ddp(model, env)
+    history = TransferHistory() if teacher is not None else None
+    hooks = [*hooks, history] if history is not None else list(hooks)
     t0 = time.perf_counter()
     res: FitResult = fit(model, bundle, objective, run_cfg, out_dir=out, hooks=hooks, subset=subset,
                          device=device, resume=resume, rank=env.rank, world_size=env.world_size,
@@ -123,6 +126,9 @@ def run_training(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
                    "seed": cfg.seed, "n_train": n_train, "epochs": epochs, "budget": cfg.budget,
                    "train_seconds": round(train_seconds, 2),
                    "epoch_seconds": [m["seconds"] for m in res.metrics]})
+    if history is not None:  # per-sample transfer flags of every epoch, by dataset index
+        result["tas_per_epoch"] = [m.get("tas") for m in res.metrics]
+        io.np_savez(out / "transfer.npz", index=history.index.numpy(), transfer=history.matrix())
     save_model(out / "model.pt", res.model, extra={"result": json.loads(json.dumps(result))})
     io.write_json(out / "result.json", result)
     if env.enabled:
