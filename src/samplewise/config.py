@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -82,15 +83,18 @@ def validate_train(cfg: TrainConfig) -> TrainConfig:
     if cfg.attack_steps < 0 or cfg.eval_steps < 0 or cfg.monitor_steps < 0:
         raise SamplewiseError("attack steps must be >= 0")
     if cfg.schedule not in _SCHEDULES:
-        raise SamplewiseError(f"unknown schedule '{cfg.schedule}'; choose from: {', '.join(_SCHEDULES)}")
+        raise SamplewiseError(f"unknown schedule {cfg.schedule!r}; choose from: {', '.join(_SCHEDULES)}")
     if cfg.budget not in ("epochs", "iterations"):
-        raise SamplewiseError(f"budget must be 'epochs' or 'iterations', got '{cfg.budget}'")
+        raise SamplewiseError(f"budget must be 'epochs' or 'iterations', got {cfg.budget!r}")
     if cfg.train_size is not None and cfg.train_size < 1:
         raise SamplewiseError(f"train_size must be >= 1, got {cfg.train_size}")
     if cfg.swa_start is not None and not 0 <= cfg.swa_start < 1:
         raise SamplewiseError(f"swa_start must be a fraction in [0, 1), got {cfg.swa_start}")
-    if cfg.grad_clip is not None and cfg.grad_clip <= 0:
+    if cfg.grad_clip is not None and not cfg.grad_clip > 0:  # also refuses NaN
         raise SamplewiseError(f"grad_clip must be > 0, got {cfg.grad_clip}")
+    _positive(cfg, "momentum", "weight_decay", "warmup_epochs", allow_zero=True)
+    _positive(cfg, "gamma")
+    check_device(cfg.device)
     if not all(isinstance(m, (int, float)) and not isinstance(m, bool) and 0 <= m <= 1
                for m in cfg.milestones):
         raise SamplewiseError(f"milestones must be fractions of the epochs in [0, 1], got {cfg.milestones}")
@@ -103,6 +107,18 @@ def validate_train(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+def check_device(device: str) -> None:
+    """A device string torch understands, and CUDA only where it is available."""
+    import torch
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise SamplewiseError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SamplewiseError(f"device {device!r} requested but CUDA is not available here "
+                              "(use --device cpu)")
+
+
 def _positive(cfg, *names, allow_zero=False):
     for name in names:
         v = getattr(cfg, name)
@@ -111,6 +127,26 @@ def _positive(cfg, *names, allow_zero=False):
 
 
 # --------------------------------------------------------------------------- parsing
+
+class _SafeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (no Python objects) that also reads ``1e-3`` as a float.
+
+    PyYAML follows YAML 1.1, where a float needs a dot (``1.0e-3``), so ``lr: 1e-3`` or
+    ``--set lr=1e-3`` would be the string ``'1e-3'`` and fail the type check; YAML 1.2 (and
+    every user) reads it as a number.
+    """
+
+
+_SafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def safe_load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` plus YAML 1.2 exponent floats (``1e-3``); never builds objects."""
+    return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader subclass
+
 
 def _hints(cls) -> dict[str, Any]:
     return typing.get_type_hints(cls)
@@ -121,7 +157,7 @@ def coerce(cls, key: str, value: Any) -> Any:
     hints = _hints(cls)
     if key not in hints:
         valid = ", ".join(f.name for f in fields(cls))
-        raise SamplewiseError(f"unknown config key '{key}'; valid keys: {valid}")
+        raise SamplewiseError(f"unknown config key {key!r}; valid keys: {valid}")
     return _coerce(hints[key], value, key)
 
 
@@ -158,19 +194,44 @@ def _coerce(tp, value, key):
     else:  # pragma: no cover - annotations are limited to the kinds above
         return value
     name = getattr(tp, "__name__", str(tp))
-    raise SamplewiseError(f"config key '{key}' expects {name}, got {value!r}")
+    raise SamplewiseError(f"config key {key!r} expects {name}, got {value!r}")
 
 
 def parse_override(text: str) -> tuple[str, Any]:
     """``"lr=0.05"`` → ``("lr", 0.05)``; values are read as YAML scalars or lists."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise SamplewiseError(f"override '{text}' is not of the form key=value")
+        raise SamplewiseError(f"override {text!r} is not of the form key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = safe_load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
-    return key.strip(), value
+    return key.strip(), _flow_pairs(value)
+
+
+_FLOW_PAIR = re.compile(r"([A-Za-z_][\w-]*):(\S.*)")
+
+
+def _flow_pairs(value: Any) -> Any:
+    """``{width:2}`` → ``{"width": 2}``.
+
+    In YAML a flow mapping needs a space after the colon: ``{width:2}`` is the key
+    ``"width:2"`` with no value. On a command line (``--set model_args={width:2}``) nobody
+    means that, so a value-less key ``name:value`` is split into ``name`` and ``value``.
+    """
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for k, v in value.items():
+        m = _FLOW_PAIR.fullmatch(k) if isinstance(k, str) and v is None else None
+        if m:
+            k, raw = m.group(1), m.group(2)
+            try:
+                v = safe_load_yaml(raw)
+            except yaml.YAMLError:
+                v = raw
+        out[k] = _flow_pairs(v)
+    return out
 
 
 def read_yaml(path) -> dict:
@@ -178,7 +239,7 @@ def read_yaml(path) -> dict:
     if not path.is_file():
         raise SamplewiseError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = safe_load_yaml(path.read_text())
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" (line {where.line + 1})" if where is not None else ""

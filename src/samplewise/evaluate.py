@@ -67,6 +67,8 @@ def evaluate(model: nn.Module, split: Split, *, attack: str = "pgd", eps: float 
     Example:
         >>> res = evaluate(model, bundle.test, attack="pgd", eps=0.1, n=500)
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise SamplewiseError(f"batch_size must be >= 1, got {batch_size}")
     if attack not in EVAL_ATTACKS:
         raise SamplewiseError(f"unknown attack '{attack}'; choose from: {', '.join(EVAL_ATTACKS)}")
     card = card if card is not None else getattr(model, "card", None)

@@ -11,8 +11,10 @@ import contextlib
 import io
 import json
 import os
+import pickle
 import struct
 import tempfile
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -35,6 +37,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # mkstemp makes the file private (0600); give it the mode open() would (0666 & ~umask)
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -45,6 +49,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # the only portable way to read the umask is to set it (once, at import)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
+def _umask() -> int:
+    return _UMASK
 
 
 def write_bytes(path, data: bytes) -> None:
@@ -105,17 +122,42 @@ def torch_load(path, what: str = "file", map_location="cpu") -> Any:
     if not path.is_file():
         raise SamplewiseError(f"{what} not found: {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError,
-            AttributeError, TypeError, IndexError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SamplewiseError(f"{path}: cannot read {what} (corrupt, truncated or not a samplewise "
-                              f"file: {first[:160]})") from None
-    except Exception as exc:  # pickle.UnpicklingError and friends
-        if type(exc).__name__ == "UnpicklingError":
+        _check_zip_crc(path)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error says it all
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower():  # a global weights_only refused: never unpickled
             raise SamplewiseError(f"{path}: refused to load {what}: it holds objects other than "
                                   "tensors and plain data (weights_only=True)") from None
-        raise
+        raise SamplewiseError(f"{path}: cannot read {what} (corrupt, truncated or not a "
+                              f"samplewise file: {_reason(exc)})") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError,
+            AttributeError, TypeError, IndexError, struct.error, zlib.error, UnicodeError,
+            MemoryError, OverflowError, RecursionError, NotImplementedError) as exc:
+        raise SamplewiseError(f"{path}: cannot read {what} (corrupt, truncated or not a samplewise "
+                              f"file: {_reason(exc)})") from None
+
+
+def _check_zip_crc(path: Path) -> None:
+    """torch files are zip archives with a CRC-32 per member, which ``torch.load`` never checks:
+    a flipped byte in the weights would load silently. Check them (fast: ~1 GB/s)."""
+    if not zipfile.is_zipfile(path):
+        return  # legacy (non-zip) format: torch.load reports what it can
+    with zipfile.ZipFile(path) as zf:
+        bad = zf.testzip()
+    if bad is not None:
+        raise zipfile.BadZipFile(f"checksum mismatch in {bad}")
+
+
+def _reason(exc: BaseException) -> str:
+    """A short one-line reason: the first sentence of the message, with the error type when
+    the message alone says little (``KeyError: 101``)."""
+    text = str(exc).strip().splitlines()[0].strip() if str(exc).strip() else ""
+    text = text.split(". ")[0][:160]
+    if len(text) < 12:
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text
 
 
 def np_save(path, array: np.ndarray) -> None:
@@ -137,12 +179,18 @@ def np_load(path, what: str = "file") -> Any:
         raise SamplewiseError(f"{what} not found: {path}")
     try:
         with open(path, "rb") as fh:
+            # np.load treats any other file as a pickle and says "if you trust the file, use
+            # allow_pickle": bad advice for a damaged or foreign file, so check the magic first
+            magic = fh.read(6)
+            if not (magic.startswith(b"PK\x03\x04") or magic == b"\x93NUMPY"):
+                kind = "an empty file" if not magic else "neither a .npy nor a .npz file"
+                raise SamplewiseError(f"{path}: cannot read {what} ({kind})")
+            fh.seek(0)
             out = np.load(fh, allow_pickle=False)
             if isinstance(out, np.lib.npyio.NpzFile):
                 with out:
                     return {k: out[k] for k in out.files}
             return out
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, zlib.error,
-            struct.error) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SamplewiseError(f"{path}: cannot read {what} ({first[:160]})") from None
+            struct.error, UnicodeError, MemoryError, OverflowError, NotImplementedError) as exc:
+        raise SamplewiseError(f"{path}: cannot read {what} ({_reason(exc)})") from None

@@ -61,6 +61,8 @@ def prepare_out_dir(out_dir, resume: bool, overwrite: bool = False) -> Path:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise SamplewiseError(f"--out {out} exists and is not a directory")
+    if resume and not out.is_dir():
+        raise SamplewiseError(f"nothing to resume: {out / CHECKPOINT} does not exist")
     started = (out / CHECKPOINT).exists() or (out / "result.json").exists()
     if started and not resume and not overwrite:
         raise SamplewiseError(f"{out} already holds a run; pass --resume to continue it or "
@@ -85,7 +87,15 @@ def run_training(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
     out = prepare_out_dir(out_dir, resume, overwrite)
     if resume and (out / "result.json").exists() and (out / "model.pt").exists():
         log.info("%s is already finished", out)
-        return json.loads((out / "result.json").read_text())
+        try:
+            return json.loads((out / "result.json").read_text())
+        except (ValueError, UnicodeDecodeError):
+            raise SamplewiseError(f"{out / 'result.json'}: not valid JSON (damaged); pass "
+                                  "--overwrite to run again") from None
+    if resume and not (out / CHECKPOINT).exists():
+        # killed before its first checkpoint: nothing to continue, so start from epoch 0
+        log.info("%s has no checkpoint yet; starting from the first epoch", out)
+        resume = False
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     env = distributed.setup(device or cfg.device)
@@ -106,6 +116,8 @@ def run_training(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
     resolved = {**to_dict(cfg), "epochs_run": epochs, "n_train": n_train,
                 "fingerprint": bundle.fingerprint, "objective_settings": objective.settings(),
                 "world_size": env.world_size, **provenance()}
+    if resume:
+        _check_resumable(out, model)
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)  # only once every input has been validated
         io.write_text(out / "config.yaml", dump_yaml(resolved))
@@ -134,6 +146,19 @@ def run_training(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
     if env.enabled:
         distributed.barrier()
     return result
+
+
+def _check_resumable(out: Path, model) -> None:
+    """Refuse, before anything is written, to resume a checkpoint of another architecture."""
+    state = io.torch_load(out / CHECKPOINT, "checkpoint")
+    saved = state.get("model", {}) if isinstance(state, dict) else {}
+    mine = {"arch": model.arch, "arch_kwargs": dict(model.arch_kwargs)}
+    theirs = {"arch": saved.get("arch"), "arch_kwargs": saved.get("arch_kwargs")}
+    if mine != theirs:
+        raise SamplewiseError(f"{out / CHECKPOINT} holds a different architecture "
+                              f"({theirs['arch']} {theirs['arch_kwargs']}) than this run "
+                              f"({mine['arch']} {mine['arch_kwargs']}); resume with the run's own "
+                              "settings or pass --overwrite")
 
 
 def _ddp(model, env):

@@ -290,6 +290,9 @@ def _restore(out_dir, model, opt, sched, objective, hooks, swa, write: bool = Tr
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     objective.load_state_dict(state["objective"])
+    if len(state["hooks"]) != len(hooks):
+        raise SamplewiseError(f"{path}: the checkpoint holds the state of {len(state['hooks'])} "
+                              f"hook(s), this run has {len(hooks)}; resume with the same settings")
     for h, s in zip(hooks, state["hooks"]):
         h.load_state_dict(s)
     if swa is not None and state.get("swa") is not None:

@@ -302,9 +302,9 @@ def load_subset_file(path: str | os.PathLike, bundle: DataBundle) -> np.ndarray:
 def _npz_images(a: np.ndarray, key: str, path: Path) -> np.ndarray:
     if a.dtype != np.uint8:
         raise SamplewiseError(f"{path}: '{key}' must be uint8, got {a.dtype}")
-    if a.ndim not in (3, 4) or (a.ndim == 4 and not 1 <= a.shape[3] <= 4) or len(a) == 0:
+    if a.ndim not in (3, 4) or (a.ndim == 4 and not 1 <= a.shape[3] <= 4) or min(a.shape) < 1:
         raise SamplewiseError(f"{path}: '{key}' must be N x H x W or N x H x W x C "
-                              f"(C <= 4, N > 0), got shape {a.shape}")
+                              f"(C <= 4, N, H, W > 0), got shape {a.shape}")
     return np.ascontiguousarray(a[:, None] if a.ndim == 3 else a.transpose(0, 3, 1, 2))
 
 
@@ -316,6 +316,13 @@ def _npz_labels(a: np.ndarray, key: str, n: int, path: Path) -> np.ndarray:
         raise SamplewiseError(f"{path}: '{key}' has {len(a)} labels for {n} images")
     if a.min() < 0:
         raise SamplewiseError(f"{path}: '{key}' has negative label {int(a.min())}")
+    # labels are 0..K-1 with every class present in training, so K <= N; a larger label is a
+    # mistake (and must neither overflow int64 nor size an array of K entries)
+    limit = n if key == "y" else np.iinfo(np.int32).max + 1  # y_test is checked against K later
+    if int(a.max()) >= limit:
+        bound = f" (K <= the {n} samples)" if key == "y" else ""
+        raise SamplewiseError(f"{path}: '{key}' has label {int(a.max())}; labels must be class "
+                              f"numbers 0..K-1{bound}")
     return a.astype(np.int64)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config import check_device
 from ..data.cards import DatasetCard
 from ..errors import SamplewiseError, check
 from ..io import torch_load, torch_save
@@ -252,12 +253,14 @@ def load_model(path_or_run_dir, device: str | torch.device = "cpu") -> nn.Module
     Example:
         >>> model = load_model("runs/easycore-0.3", device="cpu")
     """
+    check_device(str(device))  # before reading: "cuda" on a CPU machine is a user error
     path = Path(path_or_run_dir)
     if path.is_dir():
         path = path / "model.pt"
     obj = torch_load(path, "model file")
-    if isinstance(obj, dict) and "format" not in obj and isinstance(obj.get("model"), dict):
-        obj = obj["model"]
+    if (isinstance(obj, dict) and obj.get("format") != FORMAT
+            and isinstance(obj.get("model"), dict) and "format" in obj["model"]):
+        obj = obj["model"]  # a training checkpoint ("samplewise.checkpoint/1") holds the model
     _check_format(path, obj)
     try:
         card = DatasetCard.from_dict(obj["card"])
@@ -302,8 +305,9 @@ def _state_mismatch(expected: dict, found: dict) -> str:
     """One-line description of how ``found`` differs from ``expected`` ('' if it fits)."""
     missing = [k for k in expected if k not in found]
     unexpected = [k for k in found if k not in expected]
-    shapes = [f"{k} {tuple(found[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-              if k in found and (not isinstance(found[k], torch.Tensor) or found[k].shape != v.shape)]
+    shapes = [f"{k} {_shape(found[k])} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in found
+              and (not isinstance(found[k], torch.Tensor) or found[k].shape != v.shape)]
     parts = []
     if missing:
         parts.append(f"{len(missing)} missing key(s) (e.g. {', '.join(missing[:3])})")
@@ -312,6 +316,13 @@ def _state_mismatch(expected: dict, found: dict) -> str:
     if shapes:
         parts.append(f"{len(shapes)} shape mismatch(es) (file vs model: {'; '.join(shapes[:3])})")
     return "; ".join(parts)
+
+
+def _shape(value: Any) -> str:
+    """A tensor's shape, or what a non-tensor entry of a damaged state_dict is."""
+    if isinstance(value, torch.Tensor):
+        return str(tuple(value.shape))
+    return f"({type(value).__name__}, not a tensor)"
 
 
 def _export_bytes(module: nn.Module, card: DatasetCard) -> torch.Tensor:

@@ -130,9 +130,15 @@ def _load_robustbench(spec: str, card: DatasetCard | None, model_dir) -> nn.Modu
     model_id, dataset, threat = parse_robustbench(spec, card)
     try:
         from robustbench.utils import load_model as rb_load_model
-    except ImportError:
-        raise SamplewiseError("RobustBench is not installed (pip install 'samplewise[robustbench]')"
-                              "; or pass a local checkpoint: --teacher PATH/model.pt") from None
+    except ImportError as exc:
+        if getattr(exc, "name", None) in ("robustbench", "robustbench.utils"):
+            raise SamplewiseError("RobustBench is not installed (pip install "
+                                  "'samplewise[robustbench]'); or pass a local checkpoint: "
+                                  "--teacher PATH/model.pt") from None
+        # installed, but one of its own imports fails (e.g. pkg_resources on new setuptools)
+        raise SamplewiseError(f"RobustBench is installed but cannot be imported ({exc}); fix "
+                              "its environment, or pass a local checkpoint: "
+                              "--teacher PATH/model.pt") from None
     folder = Path(model_dir) if model_dir is not None else default_model_dir()
     log.info("loading RobustBench model %s (%s, %s) from %s", model_id, dataset, threat, folder)
     try:

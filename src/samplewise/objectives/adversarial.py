@@ -6,7 +6,7 @@ import torch
 
 from .. import losses
 from ..attacks import fgsm, pgd
-from .base import OBJECTIVES, Objective, StepContext
+from .base import OBJECTIVES, Objective, StepContext, check_number
 
 
 def _out(loss_ps: torch.Tensor, logits: torch.Tensor, **extra) -> dict:
@@ -48,7 +48,7 @@ class FGSMRS(Objective):
 
     def __init__(self, *, eps, alpha, steps, step_scale: float = 1.25, **options):
         super().__init__(eps=eps, alpha=alpha, steps=steps, **options)
-        self.step_scale = float(step_scale)
+        self.step_scale = check_number(self.name, "step_scale", step_scale, positive=True)
 
     def __call__(self, model, x, y, idx, ctx: StepContext) -> dict:
         x_adv = fgsm(model, x, y, eps=self.eps, alpha=self.step_scale * self.eps,
@@ -66,7 +66,7 @@ class TRADES(Objective):
 
     def __init__(self, *, eps, alpha, steps, beta: float = 6.0, **options):
         super().__init__(eps=eps, alpha=alpha, steps=steps, **options)
-        self.beta = float(beta)
+        self.beta = check_number(self.name, "beta", beta)
 
     def settings(self) -> dict:
         return {**super().settings(), "beta": self.beta}
@@ -89,7 +89,7 @@ class MART(Objective):
 
     def __init__(self, *, eps, alpha, steps, beta: float = 6.0, **options):
         super().__init__(eps=eps, alpha=alpha, steps=steps, **options)
-        self.beta = float(beta)
+        self.beta = check_number(self.name, "beta", beta)
 
     def settings(self) -> dict:
         return {**super().settings(), "beta": self.beta}

@@ -70,6 +70,16 @@ class Objective:
         pass
 
 
+def check_number(objective: str, name: str, value, *, positive: bool = False) -> float:
+    """A finite real option (``>= 0``, or ``> 0`` with ``positive``), else our error."""
+    import math
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (positive and value == 0):
+        raise SamplewiseError(f"objective '{objective}': {name} must be a finite number "
+                              f"{'>' if positive else '>='} 0, got {value!r}")
+    return float(value)
+
+
 def build_objective(name: str, *, eps: float, alpha: float, steps: int,
                     teacher: nn.Module | None = None, **options: Any) -> Objective:
     """Build a registered objective.
