@@ -267,9 +267,30 @@ def _save_checkpoint(out_dir: Path, model, opt, sched, objective, hooks, swa, ep
     from .models import model_payload
     state = {"format": "samplewise.checkpoint/1", "epoch": epoch, "model": model_payload(model),
              "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-             "objective": objective.state_dict(), "hooks": [h.state_dict() for h in hooks],
+             "objective": objective.state_dict(), "hooks": hook_states(hooks),
              "rng": rng_state(), "swa": swa.state_dict() if swa is not None else None}
     io.torch_save(state, out_dir / CHECKPOINT)
+
+
+def hook_states(hooks: Sequence[Hook]) -> list[dict]:
+    """The state of every stateful hook, tagged with its class (stateless hooks are skipped)."""
+    return [{"hook": type(h).__name__, "state": st} for h in hooks if (st := h.state_dict())]
+
+
+def load_hook_states(hooks: Sequence[Hook], saved: list[dict], path) -> None:
+    """Give each saved state to the next hook of the same class; a state no hook takes means the
+    run is not the one that was checkpointed, which we refuse rather than silently drop."""
+    queues: dict[str, list] = {}
+    for item in saved:
+        queues.setdefault(item["hook"], []).append(item["state"])
+    for h in hooks:
+        queue = queues.get(type(h).__name__)
+        if queue:
+            h.load_state_dict(queue.pop(0))
+    left = sorted(name for name, q in queues.items() if q)
+    if left:
+        raise SamplewiseError(f"{path}: the checkpoint holds the state of {', '.join(left)}, "
+                              "which this run does not use; resume with the same settings")
 
 
 def _restore(out_dir, model, opt, sched, objective, hooks, swa, write: bool = True
@@ -290,11 +311,7 @@ def _restore(out_dir, model, opt, sched, objective, hooks, swa, write: bool = Tr
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     objective.load_state_dict(state["objective"])
-    if len(state["hooks"]) != len(hooks):
-        raise SamplewiseError(f"{path}: the checkpoint holds the state of {len(state['hooks'])} "
-                              f"hook(s), this run has {len(hooks)}; resume with the same settings")
-    for h, s in zip(hooks, state["hooks"]):
-        h.load_state_dict(s)
+    load_hook_states(hooks, state["hooks"], path)
     if swa is not None and state.get("swa") is not None:
         swa.load_state_dict(state["swa"])
     set_rng_state(state["rng"])

@@ -31,7 +31,7 @@ from ..errors import SamplewiseError
 from ..models import load_model
 from ..runinfo import __version__
 from ..runs import load_bundle, prepare_out_dir, run_training
-from ..train import CHECKPOINT, Hook
+from ..train import CHECKPOINT, Hook, load_hook_states
 from .scorefile import FORMAT, SCORE_NAMES, ScoreTable
 from .trackers import (EvalPassTracker, OnlineAIGNTracker, PNorm, TrainingDynamicsTracker,
                        norm_kind, per_sample_pass)
@@ -205,6 +205,5 @@ def _restore_trackers(out: Path, trackers: Sequence[Hook], epochs: int) -> None:
     if int(state.get("epoch", -1)) != epochs:
         raise SamplewiseError(f"{out / CHECKPOINT} is from epoch {state.get('epoch')}, but the "
                               f"finished run should have {epochs}; pass --overwrite")
-    for tracker, saved in zip(trackers, state["hooks"]):
-        tracker.load_state_dict(saved)
+    load_hook_states(trackers, state["hooks"], out / CHECKPOINT)
     log.info("rebuilt the scores of %s from %s", out, CHECKPOINT)

@@ -1,0 +1,166 @@
+"""``samplewise demo``: the quick demo end to end, its outputs, resume and the generated reading."""
+
+import copy
+import json
+import time
+
+import numpy as np
+import pytest
+
+from samplewise.cli import main
+from samplewise.demo import (METHODS, PLOTS, SELECTORS, demo_settings, reading, run_demo)
+from samplewise.errors import SamplewiseError
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "quick"
+    t0 = time.perf_counter()
+    res = run_demo(out, quick=True, progress=False)
+    return out, res, time.perf_counter() - t0
+
+
+def _outputs(out):
+    return [out / "results.json", out / "report.md", *(out / p for p in PLOTS.values())]
+
+
+def test_report_has_both_tables_and_every_method(demo):
+    out, res, _ = demo
+    text = (out / "report.md").read_text()
+    assert "| training data (pgd-at, mlp) | samples | clean acc | PGD-2 acc |" in text
+    assert "| model | training | clean acc | PGD-2 acc | TAS (last epoch) |" in text
+    for name in (*SELECTORS, *METHODS, "full training set", "teacher", "pgd-at, no teacher"):
+        assert name in text
+    for png in PLOTS.values():
+        assert f"]({png})" in text
+    assert "What this shows and what it does not" in text and "one seed" in text
+    assert "--quick" in text and res["tables"]["coreset"] in text
+    assert res["tables"]["distillation"] in text
+
+
+def test_results_json_structure(demo):
+    out, res, _ = demo
+    r = json.loads((out / "results.json").read_text())
+    assert r["format"] == "samplewise.demo/1" and r["dataset"] == "digits" and r["quick"] is True
+    assert r["eval"]["attack"] == "pgd" and r["eval"]["eps"] == pytest.approx(0.2)
+    assert r["eval"]["n"] == 50 and r["eval"]["steps"] == 2
+    assert list(r["coreset"]["methods"]) == ["full", *SELECTORS]
+    assert list(r["distillation"]["methods"]) == list(METHODS)
+    rows = [*r["coreset"]["methods"].values(), r["coreset"]["reference_standard"],
+            *r["distillation"]["methods"].values(), r["distillation"]["teacher"],
+            r["distillation"]["student_alone"]]
+    for row in rows:
+        assert 0.0 <= row["clean_acc"] <= 1.0 and 0.0 <= row["robust_acc"] <= 1.0
+    for m, row in r["distillation"]["methods"].items():
+        assert row["objective"] == m and 0.0 <= row["tas"] <= 1.0
+    n = r["coreset"]["methods"]["full"]["n_train"]
+    for name in SELECTORS:
+        assert r["coreset"]["methods"][name]["n_train"] == (n + 1) // 2
+        assert sum(r["coreset"]["methods"][name]["class_histogram"].values()) == (n + 1) // 2
+    assert set(r["reading"]) == {"coreset", "distillation", "does_not"}
+    assert r["seconds"] == pytest.approx(sum(s["seconds"] for s in r["stages"]), abs=0.2)
+    # each stage is its own run directory, distillation students name the demo's teacher
+    for stage in r["stages"]:
+        assert (out / stage["name"] / "result.json").is_file()
+    cfg = (out / "distill-saad" / "config.yaml").read_text()
+    assert "teacher:" in cfg and str(out / "teacher") in cfg
+
+
+def test_plots_are_valid_pngs(demo):
+    import matplotlib.image as mpimg
+    out, _, _ = demo
+    for name in PLOTS.values():
+        path = out / name
+        assert path.read_bytes()[:8] == PNG_MAGIC
+        img = mpimg.imread(path)
+        assert img.ndim == 3 and img.shape[0] > 300 and img.shape[1] > 500
+
+
+def test_resume_from_the_cli_is_fast_and_changes_nothing(demo, capsys):
+    out, res, first = demo
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in _outputs(out)}
+    t0 = time.perf_counter()
+    assert main(["-q", "demo", "--quick", "--resume", "--no-progress", "--out", str(out)]) == 0
+    took = time.perf_counter() - t0
+    assert took < max(5.0, first / 2), (took, first)
+    for p, (mtime, data) in before.items():
+        assert p.read_bytes() == data and p.stat().st_mtime_ns == mtime, p
+    printed = capsys.readouterr().out
+    assert res["tables"]["coreset"] in printed and res["tables"]["distillation"] in printed
+
+
+def test_a_used_directory_needs_resume_and_the_same_settings(demo):
+    out, _, _ = demo
+    with pytest.raises(SamplewiseError, match="already holds a demo; pass --resume"):
+        run_demo(out, quick=True, progress=False)
+    other = demo_settings("digits", quick=True, fraction=0.3)
+    with pytest.raises(SamplewiseError, match="other settings \\(fraction\\)"):
+        run_demo(out, resume=True, settings=other, progress=False)
+
+
+def test_resume_reruns_only_an_unfinished_stage(demo):
+    out, _, _ = demo
+    keep = {n: (out / n / "result.json").stat().st_mtime_ns for n in ("coreset-full", "teacher")}
+    for name in ("result.json", "model.pt", "demo_stage.json"):
+        (out / "distill-rslad" / name).unlink()
+    res = run_demo(out, quick=True, resume=True, progress=False)
+    assert (out / "distill-rslad" / "result.json").is_file()
+    assert 0.0 <= res["distillation"]["methods"]["rslad"]["tas"] <= 1.0
+    for n, mtime in keep.items():
+        assert (out / n / "result.json").stat().st_mtime_ns == mtime
+
+
+def test_missing_fashion_mnist_names_the_apt_package(tmp_path, monkeypatch):
+    import samplewise.data.datasets as ds
+    monkeypatch.setattr(ds, "FMNIST_DIR", tmp_path / "absent")
+    with pytest.raises(SamplewiseError, match="apt-get install dataset-fashion-mnist"):
+        run_demo(tmp_path / "out", dataset="fashion-mnist", quick=True, progress=False,
+                 data_root=str(tmp_path / "data"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_dataset_is_refused(tmp_path):
+    with pytest.raises(SamplewiseError, match="digits or fashion-mnist"):
+        run_demo(tmp_path / "out", dataset="cifar10", progress=False)
+
+
+def test_reading_follows_the_numbers(demo):
+    _, res, _ = demo
+    r = copy.deepcopy({k: v for k, v in res.items() if k not in ("tables", "paths")})
+    r["quick"] = False
+    r["eval"]["n"] = 1000
+    m = r["coreset"]["methods"]
+    m["full"].update(clean_acc=0.95, robust_acc=0.55)
+    r["coreset"]["reference_standard"].update(clean_acc=0.97, robust_acc=0.01)
+    m["easycore"].update(clean_acc=0.93, robust_acc=0.50)
+    m["random"].update(clean_acc=0.94, robust_acc=0.40)
+    m["el2n"].update(clean_acc=0.80, robust_acc=0.499)
+    text = reading(r)["coreset"]
+    assert "clearly raised robustness" in text
+    assert "order was easycore > el2n > random" in text
+    assert "EasyCore was 10.0 points above random" in text and "one seed" in text
+    assert "EasyCore and EL2N (hardest half) were within 0.1 points" in text
+    m["easycore"]["robust_acc"], m["random"]["robust_acc"] = 0.40, 0.50
+    text = reading(r)["coreset"]
+    assert "EasyCore was 10.0 points below random" in text
+    assert "order was random > el2n > easycore" in text
+    r["coreset"]["reference_standard"]["robust_acc"] = 0.55
+    assert "did not clearly raise robustness" in reading(r)["coreset"]
+    d = r["distillation"]["methods"]
+    for k, (rob, tas) in zip(METHODS, [(0.40, 0.9), (0.42, 0.5), (0.47, 0.2)]):
+        d[k].update(robust_acc=rob, tas=tas)
+    text = reading(r)["distillation"]
+    assert "most robust distilled student was saad" in text
+    assert "ordered the methods ard > rslad > saad" in text and "was not the most robust" in text
+    assert "SAAD was 5.0 points above the best baseline (rslad)" in text
+    d["saad"]["tas"] = 0.95
+    assert "the highest-TAS method was the most robust" in reading(r)["distillation"]
+    for k, rob in zip(METHODS, (0.45, 0.45, 0.46)):
+        d[k]["robust_acc"] = rob
+    text = reading(r)["distillation"]
+    assert "all lay within 1.0 points" in text and "highest-TAS method" not in text
+    assert "SAAD and the best baseline (ard) were within 1.0 points" in text
+    assert "--quick" not in reading(r)["does_not"] and "1000 test images" in reading(r)["does_not"]
+    assert np.isfinite(res["seconds"])
