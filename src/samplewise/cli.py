@@ -98,7 +98,8 @@ def cmd_eval(a) -> int:
         raise SamplewiseError(f"model expects inputs of shape {tuple(model.card.shape)}, "
                               f"dataset {name} has {tuple(bundle.card.shape)}")
     res = evaluate(model, bundle.test, attack=a.attack, eps=a.eps, alpha=a.alpha, steps=a.steps,
-                   n=a.n, device=a.device, batch_size=a.batch_size, per_sample=bool(a.per_sample))
+                   n=a.n, device=a.device, batch_size=a.batch_size, per_sample=bool(a.per_sample),
+                   state_path=a.state)
     if a.per_sample:
         from . import io
         io.write_json(a.per_sample, res.pop("per_sample"))
@@ -139,6 +140,8 @@ def _eval_args(p):
     p.add_argument("--steps", type=int), p.add_argument("--n", type=int)
     p.add_argument("--batch-size", type=int, default=256), p.add_argument("--device", default="cpu")
     p.add_argument("--per-sample", metavar="FILE.json", help="save per-sample robust flags")
+    p.add_argument("--state", metavar="FILE.json",
+                   help="per-batch progress file: a killed evaluation resumes from it")
 
 
 ADD_ARGS: dict[str, Callable] = {"train": _common_train, "distill": lambda p: _common_train(p, distill=True),

@@ -5,12 +5,15 @@ Every result states its attack settings, so a number never travels without how i
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from . import io
 from .attacks import ATTACKS, autoattack
 from .data import Split
 from .errors import SamplewiseError
@@ -30,6 +33,37 @@ def eval_slice(split: Split, n: int | None) -> Split:
     perm = torch.randperm(len(split), generator=derived_generator(0, len(split)))[:n]
     keep = split.index[perm.sort().values]
     return split.subset(keep.numpy())
+
+
+class _BatchState:
+    """Per-batch results of a long evaluation in a JSON file, so a killed AutoAttack run resumes
+    at the first unfinished batch (pyautoattack 0.2.0 cannot reload its own state file). The file
+    records the settings; a file for other settings is refused rather than mixed in."""
+
+    def __init__(self, path, settings: dict):
+        self.path, self.settings, self.done = (Path(path) if path else None), settings, {}
+        if self.path is not None and self.path.exists():
+            try:
+                saved = json.loads(self.path.read_text())
+            except (ValueError, UnicodeDecodeError):
+                raise SamplewiseError(f"{self.path}: not a valid evaluation state file") from None
+            if not isinstance(saved, dict) or saved.get("settings") != json.loads(json.dumps(settings)):
+                raise SamplewiseError(f"{self.path} was written by an evaluation with other "
+                                      "settings; delete it or choose another state file")
+            self.done = saved.get("batches", {})
+
+    def has(self, b: int) -> bool:
+        return str(b) in self.done
+
+    def get(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        c, r = self.done[str(b)]
+        return torch.tensor(c, dtype=torch.bool), torch.tensor(r, dtype=torch.bool)
+
+    def put(self, b: int, correct: torch.Tensor, robust: torch.Tensor) -> None:
+        if self.path is None:
+            return
+        self.done[str(b)] = [correct.cpu().tolist(), robust.cpu().tolist()]
+        io.write_json(self.path, {"settings": self.settings, "batches": self.done})
 
 
 @torch.inference_mode()
@@ -60,6 +94,8 @@ def evaluate(model: nn.Module, split: Split, *, attack: str = "pgd", eps: float 
         steps: attack steps (defaults: PGD-20, CW-30).
         n: evaluate on the first ``n`` samples of a fixed permutation (all when None).
         per_sample: include per-sample ``index``, ``correct`` and ``robust`` lists.
+        state_path: JSON file of per-batch results: a killed evaluation rerun with the same
+            settings resumes at the first unfinished batch (use it for long AutoAttack runs).
 
     Returns:
         A dict with ``clean_acc``, ``robust_acc`` (fractions) and every attack setting.
@@ -85,8 +121,17 @@ def evaluate(model: nn.Module, split: Split, *, attack: str = "pgd", eps: float 
     data = eval_slice(split, n)
     model = model.to(device)
     gen = derived_generator(seed, 7919, device="cpu")
+    settings = {"attack": attack, "eps": float(eps), "alpha": float(alpha), "steps": int(steps),
+                "n": len(data), "seed": seed, "batch_size": batch_size, "aa": [aa_version, aa_attacks],
+                "index_sum": int(data.index.sum())}
+    resume = _BatchState(state_path, settings)
     correct, robust = [], []
-    for i in range(0, len(data), batch_size):
+    for b, i in enumerate(range(0, len(data), batch_size)):
+        if resume.has(b):  # a batch finished before the evaluation was killed
+            c, r = resume.get(b)
+            correct.append(c)
+            robust.append(r)
+            continue
         x = _to_float(data.x[i:i + batch_size], device)
         y = data.y[i:i + batch_size].to(device)
         correct.append(predict(model, x) == y)
@@ -95,14 +140,16 @@ def evaluate(model: nn.Module, split: Split, *, attack: str = "pgd", eps: float 
             continue
         if attack == "autoattack":
             x_adv = autoattack(model, x, y, eps=eps, version=aa_version, attacks=aa_attacks,
-                               batch_size=batch_size, seed=seed, state_path=state_path)
+                               batch_size=batch_size, seed=seed + b)
         elif attack == "fgsm":
             x_adv = ATTACKS.get("fgsm")(model, x, y, eps=eps, generator=gen)
         else:
             x_adv = ATTACKS.get(attack)(model, x, y, eps=eps, alpha=alpha, steps=steps, generator=gen)
         # a sample counts as robust only if it is also classified correctly when clean
         robust.append((predict(model, x_adv) == y) & correct[-1])
-    correct_t, robust_t = torch.cat(correct).cpu(), torch.cat(robust).cpu()
+        resume.put(b, correct[-1], robust[-1])
+    correct_t = torch.cat([t.cpu() for t in correct])
+    robust_t = torch.cat([t.cpu() for t in robust])
     out = {"attack": attack, "eps": float(eps), "alpha": float(alpha) if attack in ("pgd", "cw") else None,
            "steps": int(steps), "n": len(data), "seed": seed,
            "clean_acc": correct_t.float().mean().item(), "robust_acc": robust_t.float().mean().item()}
