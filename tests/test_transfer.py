@@ -71,3 +71,15 @@ def test_distill_needs_a_teacher_that_exists(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "samplewise: error:" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_analyze_transfer_command(tmp_path, teacher_dir, capsys):
+    out = tmp_path / "tas.json"
+    code = main(["analyze", "transfer", "--teacher", str(teacher_dir), "--student",
+                 str(teacher_dir), "--n", "64", "--steps", "2", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    printed = json.loads(capsys.readouterr().out)
+    saved = json.loads(out.read_text())
+    assert printed["n"] == 64 and printed["dataset"] == "digits" and printed["eps"] == 0.2
+    assert printed["tas_given_student_fooled"] == pytest.approx(1.0)  # a model against itself
+    assert len(saved["per_sample"]["transfer"]) == 64

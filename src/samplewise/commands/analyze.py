@@ -1,0 +1,90 @@
+"""``samplewise analyze <name>``: analyses of trained models against per-sample scores.
+
+Analyses are sub-subcommands kept in :data:`ANALYSES` (name -> ``(add_arguments, run)``);
+another module adds its own with :func:`register` (e.g. ``analyze transfer``).
+
+Example:
+    $ samplewise analyze vulnerability --scores runs/scores/scores.npz --n 2000 --out runs/vuln
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Callable
+
+from ..errors import SamplewiseError
+
+
+def _vulnerability_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scores", required=True, help="score file (DIR/scores.npz)")
+    p.add_argument("--model", help="model file or run directory; default: the scoring run's "
+                   "model.pt next to the score file (the natural choice: the model the scores "
+                   "describe); a model trained on the full data is the other natural check")
+    p.add_argument("--dataset", help="default: the dataset named in the score file (its "
+                   "fingerprint must match)")
+    p.add_argument("--eps", type=float, help="radius of the PGD success test (default: the card's)")
+    p.add_argument("--steps", type=int, default=20, help="PGD steps at every eps (default 20)")
+    p.add_argument("--n", type=int, help="analyse a seeded stratified sample of N scored samples")
+    p.add_argument("--tol", type=float, default=1e-3, help="bisection resolution (default 1e-3)")
+    p.add_argument("--max-eps", type=float, help="bisection bound (default min(4 eps, 1))")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", required=True, help="output directory")
+
+
+def _vulnerability_run(a: argparse.Namespace) -> int:
+    """Per-sample PGD vulnerability (success at eps, smallest breaking eps by bisection) of the
+    scored training samples, and its Spearman correlation with AIGN."""
+    from ..analysis import load_for_scores, vulnerability, write_vulnerability
+
+    model, bundle, table = load_for_scores(a.scores, a.model, dataset=a.dataset, device=a.device)
+    res = vulnerability(model, bundle, table, eps=a.eps, steps=a.steps, n=a.n, tol=a.tol,
+                        max_eps=a.max_eps, batch_size=a.batch_size, seed=a.seed, device=a.device)
+    s = res["settings"]
+    print(f"{s['n']} training samples, eps={s['eps']:g}: clean {100 * res['clean_acc']:.2f}%, "
+          f"PGD-{s['steps']} {100 * res['robust_acc']:.2f}%, mean radius {res['mean_radius']:.4f} "
+          f"({res['censored']} censored at {s['max_eps']:g})")
+    for key in ("aign_radius", "aign_success"):
+        sp = res["spearman"][key]
+        rho = sp.get("note", "undefined") if sp["rho"] is None else \
+            f"{sp['rho']:+.3f} (p={sp['p']:.2g})"
+        print(f"spearman {key.replace('_', ' vs ')}: {rho}")
+    for path in write_vulnerability(res, a.out):
+        print(path)
+    return 0
+
+
+def _transfer_entry() -> tuple[Callable, Callable]:
+    from . import transfer
+    return transfer.add_arguments, transfer.run
+
+
+ANALYSES: dict[str, tuple[Callable, Callable]] = {
+    "vulnerability": (_vulnerability_args, _vulnerability_run),
+    "transfer": _transfer_entry()}
+
+
+def register(name: str, add_args: Callable, run_fn: Callable) -> None:
+    """Add an analysis subcommand (``samplewise analyze <name>``)."""
+    ANALYSES[name] = (add_args, run_fn)
+
+
+def _help(fn: Callable) -> str:
+    return (fn.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One sub-subcommand per registered analysis."""
+    sub = parser.add_subparsers(dest="analysis", metavar="ANALYSIS", parser_class=type(parser))
+    for name, (add, run_fn) in ANALYSES.items():
+        add(sub.add_parser(name, help=_help(run_fn), description=_help(run_fn)))
+
+
+def run(args: argparse.Namespace) -> int:
+    if getattr(args, "analysis", None) is None:
+        raise SamplewiseError(f"name an analysis: {', '.join(ANALYSES)}")
+    return ANALYSES[args.analysis][1](args)
+
+
+__all__ = ["ANALYSES", "add_arguments", "register", "run"]

@@ -1,0 +1,77 @@
+"""``samplewise study <name>``: grids of training runs -> tables and plots.
+
+Studies are sub-subcommands kept in :data:`STUDIES` (name -> ``(add_arguments, run)``); another
+module adds its own with :func:`register`, e.g. ``register("distill", add_args, run)``, before
+the parser is built. The first docstring line of ``run`` is the subcommand's help.
+
+Example:
+    $ samplewise study coreset --config configs/study-coreset-digits.yaml --out runs/study
+    $ samplewise study coreset --config study.yaml --out runs/study --cells 3/8   # SLURM array
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Callable
+
+from ..errors import SamplewiseError
+
+Handler = tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    """Options every study takes."""
+    p.add_argument("--config", required=True,
+                   help="study YAML (study, base, grid, seeds, eval, ...)")
+    p.add_argument("--out", required=True, help="study directory (cells/, results.*, plots)")
+    p.add_argument("--cells", metavar="i/n", help="run only the i-th of n shares of the cells "
+                   "(1-based, round-robin over the sorted cell ids; for SLURM job arrays); a "
+                   "rerun without it runs what is left and merges every finished cell")
+    p.add_argument("--device", help="override the config's device")
+
+
+def _coreset_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+
+
+def _coreset_run(args: argparse.Namespace) -> int:
+    """EasyCore coreset study: one scoring run, subsets per selector x fraction, cells per
+    objective x seed, plus full data."""
+    from ..studies.coreset import run_coreset_study
+
+    res = run_coreset_study(args.config, args.out, cells=args.cells, device=args.device)
+    print(f"{res['cells_finished']}/{res['cells_total']} cells finished"
+          + (f"; missing: {', '.join(res['missing'])}" if res["missing"] else ""))
+    for path in res["results"] + res["plots"]:
+        print(path)
+    for cell in res["failed"]:
+        print(f"failed: {cell}: {res['ran'][cell][len('failed: '):]}")
+    return 1 if res["failed"] else 0
+
+
+STUDIES: dict[str, Handler] = {"coreset": (_coreset_args, _coreset_run)}
+
+
+def register(name: str, add_args: Callable, run_fn: Callable) -> None:
+    """Add a study subcommand (``samplewise study <name>``)."""
+    STUDIES[name] = (add_args, run_fn)
+
+
+def _help(fn: Callable) -> str:
+    return (fn.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One sub-subcommand per registered study."""
+    sub = parser.add_subparsers(dest="study", metavar="STUDY", parser_class=type(parser))
+    for name, (add, run_fn) in STUDIES.items():
+        add(sub.add_parser(name, help=_help(run_fn), description=_help(run_fn)))
+
+
+def run(args: argparse.Namespace) -> int:
+    if getattr(args, "study", None) is None:
+        raise SamplewiseError(f"name a study: {', '.join(STUDIES)}")
+    return STUDIES[args.study][1](args)
+
+
+__all__ = ["STUDIES", "add_arguments", "register", "run"]

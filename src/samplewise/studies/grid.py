@@ -1,0 +1,437 @@
+"""Generic study machinery: a YAML grid of training runs -> cells -> run dirs -> tables.
+
+A study config is YAML::
+
+    study: coreset                 # which study (checked against the study that reads it)
+    base: {TrainConfig keys ...}   # the recipe shared by every cell
+    grid: {axis: [values], ...}    # the study's axes (e.g. selectors, fractions, objectives)
+    seeds: [0, 1, 2]
+    eval: {n: 1000, pgd_steps: 20, autoattack: false, autoattack_n: 200, ...}  # EvalSpec
+    <section>: {...}               # study-specific sections (e.g. coreset's scoring, selection)
+
+Unknown keys anywhere are a :class:`SamplewiseError`. The grid expands to cells (the product of
+the axes, times the seeds) with stable string ids such as ``easycore-f0.3-trades-s1``. Each cell
+is one run directory ``OUT/cells/<id>/`` written by :func:`samplewise.runs.run_training`; a
+finished cell is skipped and a killed cell resumes from its checkpoint, so a study can be rerun
+(or split over a SLURM job array with ``share=(i, n)``) at no cost. After training, a cell's
+PGD accuracy is read from its ``result.json`` (the cell's ``eval_n``/``eval_steps`` are set from
+the ``eval`` section) and AutoAttack, when asked for, is cached in ``autoattack.json``.
+
+:func:`samplewise.studies.tables.write_results` then writes ``results.csv`` (one row per
+finished cell), ``results.md`` (mean ± std over seeds) and ``results.json``, all atomically.
+
+A new study (e.g. distillation) declares a :class:`StudySpec` (its axes and sections), reads
+its config with :func:`load_study`, turns each :func:`expand` entry into ``(params,
+TrainConfig)`` pairs, and calls :func:`make_cells`, :func:`run_cells` and
+:func:`~samplewise.studies.tables.write_results`; see :mod:`samplewise.studies.coreset`.
+
+Example:
+    >>> spec = StudySpec("toy", axes=(Axis("objectives", "objective", str),))
+    >>> cfg = load_study({"study": "toy", "grid": {"objectives": ["standard"]}, "seeds": [0, 1]},
+    ...                  spec)
+    >>> [params["objective"] for params in expand(cfg, spec)]
+    ['standard', 'standard']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional, Sequence
+
+import yaml
+
+from .. import io
+from ..config import TrainConfig, build, read_yaml, to_dict, validate_train
+from ..errors import SamplewiseError
+
+log = logging.getLogger(__name__)
+
+CELLS_DIR = "cells"
+AUTOATTACK_FILE = "autoattack.json"
+TOP_KEYS = ("study", "base", "grid", "seeds", "eval")
+#: TrainConfig keys a cell's settings may differ in from its saved config.yaml without being stale
+_VOLATILE = ("eps", "alpha", "progress", "device", "threads", "data_root", "download", "subset")
+
+
+# ----------------------------------------------------------------------------- configuration
+@dataclass(frozen=True)
+class EvalSpec:
+    """The ``eval`` section: how every cell is evaluated after training.
+
+    Attributes:
+        n: test samples (a fixed slice, the same for every cell) for clean and PGD accuracy.
+        pgd_steps: PGD steps of the robust accuracy (at the cell's ε, step = the card's).
+        autoattack: also run AutoAttack on a smaller fixed slice (cached as autoattack.json).
+        autoattack_n: its number of test samples.
+        autoattack_version: ``standard`` (APGD-CE, APGD-T, FAB-T, Square) or ``custom``.
+        autoattack_attacks: the attacks of ``custom``, e.g. ``[apgd-ce, apgd-t]``.
+        autoattack_seeds: run AutoAttack only on the cells of these seeds (default: all);
+            AutoAttack costs far more than PGD, so one seed per setting is a common compromise.
+        batch_size: attack batch size.
+    """
+
+    n: int = 1000
+    pgd_steps: int = 20
+    autoattack: bool = False
+    autoattack_n: int = 200
+    autoattack_version: str = "standard"
+    autoattack_attacks: Optional[list] = None
+    autoattack_seeds: Optional[list] = None
+    batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("n", "autoattack_n", "batch_size"):
+            if getattr(self, name) < 1:
+                raise SamplewiseError(f"eval.{name} must be >= 1, got {getattr(self, name)}")
+        if self.pgd_steps < 0:
+            raise SamplewiseError(f"eval.pgd_steps must be >= 0, got {self.pgd_steps}")
+        if self.autoattack_version not in ("standard", "custom", "plus", "rand"):
+            raise SamplewiseError("eval.autoattack_version must be standard, custom, plus or rand, "
+                                  f"got {self.autoattack_version!r}")
+        if (self.autoattack_version == "custom") != (self.autoattack_attacks is not None):
+            raise SamplewiseError("eval.autoattack_attacks is given exactly when "
+                                  "eval.autoattack_version is 'custom'")
+        if self.autoattack_seeds is not None and not all(
+                isinstance(s, int) and not isinstance(s, bool) for s in self.autoattack_seeds):
+            raise SamplewiseError(f"eval.autoattack_seeds must list seeds, got "
+                                  f"{self.autoattack_seeds!r}")
+
+    def wants_autoattack(self, seed: int) -> bool:
+        """Whether the cells of ``seed`` get AutoAttack."""
+        return self.autoattack and (self.autoattack_seeds is None or seed in self.autoattack_seeds)
+
+    def autoattack_label(self) -> str:
+        if self.autoattack_version == "custom":
+            return "AutoAttack (" + "+".join(self.autoattack_attacks or []) + ")"
+        return f"AutoAttack ({self.autoattack_version})"
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One grid axis: its YAML key (``fractions``), its column name (``fraction``), the type of
+    its values, the prefix of its part of a cell id (``f`` -> ``f0.3``) and a default (None:
+    required)."""
+
+    key: str
+    column: str
+    kind: type = str
+    prefix: str = ""
+    default: Optional[tuple] = None
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """What a study accepts: its name, its grid axes, its own sections (name -> dataclass built
+    with :func:`samplewise.config.build`, so they are type-checked) and the TrainConfig keys the
+    grid sets per cell (refused in ``base``)."""
+
+    name: str
+    axes: tuple[Axis, ...]
+    sections: Mapping[str, type] = field(default_factory=dict)
+    reserved: tuple[str, ...] = ("seed", "eval_n", "eval_steps")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A parsed study config (see the module docstring)."""
+
+    study: str
+    base: TrainConfig
+    grid: dict            # axis column -> tuple of values
+    seeds: tuple
+    eval: EvalSpec
+    sections: dict        # section name -> dataclass instance
+    raw: dict             # the mapping it was read from (for results.json)
+    source: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the study: its id, its grid values (and ``seed``) and its training config."""
+
+    id: str
+    params: dict
+    cfg: TrainConfig
+
+
+def _section(cls, values, where: str):
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise SamplewiseError(f"study config '{where}' must be a mapping, got {values!r}")
+    try:
+        return build(cls, values)
+    except SamplewiseError as exc:
+        raise SamplewiseError(f"study config section '{where}': {exc}") from None
+    except TypeError as exc:  # a dataclass refusing its arguments
+        raise SamplewiseError(f"study config section '{where}': {exc}") from None
+
+
+def _axis_values(axis: Axis, values) -> tuple:
+    if values is None:
+        if axis.default is None:
+            raise SamplewiseError(f"study config: grid.{axis.key} is required")
+        values = axis.default
+    if not isinstance(values, (list, tuple)) or not values:
+        raise SamplewiseError(f"study config: grid.{axis.key} must be a non-empty list, "
+                              f"got {values!r}")
+    out = []
+    for v in values:
+        ok = (isinstance(v, axis.kind) and not isinstance(v, bool)) or \
+            (axis.kind is float and isinstance(v, int) and not isinstance(v, bool))
+        if not ok or (axis.kind is str and not v):
+            raise SamplewiseError(f"study config: grid.{axis.key} expects {axis.kind.__name__} "
+                                  f"values, got {v!r}")
+        out.append(axis.kind(v))
+    if len(set(out)) != len(out):
+        raise SamplewiseError(f"study config: grid.{axis.key} lists a value twice: {values!r}")
+    return tuple(out)
+
+
+def _seeds(values) -> tuple:
+    values = [0] if values is None else values
+    if isinstance(values, int) and not isinstance(values, bool):
+        values = [values]
+    if not isinstance(values, (list, tuple)) or not values or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in values):
+        raise SamplewiseError(f"study config: seeds must be a non-empty list of integers >= 0, "
+                              f"got {values!r}")
+    if len(set(values)) != len(values):
+        raise SamplewiseError(f"study config: seeds lists a seed twice: {values!r}")
+    return tuple(values)
+
+
+def load_study(source, spec: StudySpec) -> StudyConfig:
+    """Read and validate a study config (a YAML path or a mapping) for study ``spec``.
+
+    Example:
+        >>> cfg = load_study("configs/study-coreset-digits.yaml", CORESET_SPEC)
+    """
+    if isinstance(source, StudyConfig):
+        return source
+    path = None
+    if isinstance(source, (str, Path)):
+        path, raw = str(source), read_yaml(source)
+    elif isinstance(source, dict):
+        raw = source
+    else:
+        raise SamplewiseError("a study config is a YAML file or a mapping, got "
+                              f"{type(source).__name__}")
+    allowed = (*TOP_KEYS, *spec.sections)
+    unknown = sorted(set(map(str, raw)) - set(allowed))
+    if unknown:
+        raise SamplewiseError(f"unknown study config key(s) {', '.join(unknown)}; valid keys: "
+                              f"{', '.join(allowed)}")
+    if raw.get("study", spec.name) != spec.name:
+        raise SamplewiseError(f"this is a '{raw.get('study')}' study config, not '{spec.name}'")
+    base_raw = raw.get("base") or {}
+    if not isinstance(base_raw, dict):
+        raise SamplewiseError("study config 'base' must be a mapping of TrainConfig keys")
+    taken = sorted(set(base_raw) & set(spec.reserved))
+    if taken:
+        raise SamplewiseError(f"study config: base.{taken[0]} is set per cell by the study "
+                              "(seeds, grid or eval section); remove it from base")
+    base = validate_train(_section(TrainConfig, base_raw, "base"))
+    grid_raw = raw.get("grid") or {}
+    if not isinstance(grid_raw, dict):
+        raise SamplewiseError("study config 'grid' must be a mapping of axis: [values]")
+    keys = [a.key for a in spec.axes]
+    unknown = sorted(set(map(str, grid_raw)) - set(keys))
+    if unknown:
+        raise SamplewiseError(f"unknown grid axis {', '.join(unknown)} for a {spec.name} study; "
+                              f"valid axes: {', '.join(keys)}")
+    grid = {a.column: _axis_values(a, grid_raw.get(a.key)) for a in spec.axes}
+    sections = {name: _section(cls, raw.get(name), name) for name, cls in spec.sections.items()}
+    return StudyConfig(study=spec.name, base=base, grid=grid, seeds=_seeds(raw.get("seeds")),
+                       eval=_section(EvalSpec, raw.get("eval"), "eval"), sections=sections,
+                       raw=json.loads(json.dumps(raw, default=str)), source=path)
+
+
+# ----------------------------------------------------------------------------- cells
+def _id_part(value) -> str:
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return re.sub(r"[^A-Za-z0-9.+=_-]", "_", text)
+
+
+def cell_id(params: Mapping[str, Any], axes: Sequence[Axis]) -> str:
+    """``<prefix><value>-...-s<seed>`` in axis order, e.g. ``easycore-f0.3-trades-s1``."""
+    parts = [a.prefix + _id_part(params[a.column]) for a in axes]
+    return "-".join([*parts, f"s{params['seed']}"])
+
+
+def expand(cfg: StudyConfig, spec: StudySpec) -> list[dict]:
+    """Every combination of the grid axes and the seeds, as ``{column: value, ..., "seed": s}``
+    in axis order (seeds innermost)."""
+    columns = [a.column for a in spec.axes]
+    combos = itertools.product(*(cfg.grid[c] for c in columns), cfg.seeds)
+    return [dict(zip([*columns, "seed"], values)) for values in combos]
+
+
+def make_cells(items: Sequence[tuple[dict, TrainConfig]], axes: Sequence[Axis]) -> list[Cell]:
+    """Cells from ``(params, cfg)`` pairs, sorted by id; ids must be unique."""
+    cells = [Cell(cell_id(p, axes), dict(p), cfg) for p, cfg in items]
+    ids = [c.id for c in cells]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise SamplewiseError(f"two cells share the id '{dup}'; make the grid values distinct")
+    return sorted(cells, key=lambda c: c.id)
+
+
+def parse_share(text) -> Optional[tuple[int, int]]:
+    """``"i/n"`` -> ``(i, n)`` with ``1 <= i <= n`` (None stays None).
+
+    Example:
+        >>> parse_share("2/4")
+        (2, 4)
+    """
+    if text is None:
+        return None
+    if isinstance(text, tuple) and len(text) == 2:
+        i, n = text
+    else:
+        m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+        if not m:
+            raise SamplewiseError(f"--cells must be of the form i/n (e.g. 2/8), got {text!r}")
+        i, n = int(m.group(1)), int(m.group(2))
+    if not (isinstance(i, int) and isinstance(n, int) and 1 <= i <= n):
+        raise SamplewiseError(f"--cells i/n needs 1 <= i <= n, got {i}/{n}")
+    return i, n
+
+
+def share_of(cells: Sequence[Cell], share) -> list[Cell]:
+    """The ``i``-th of ``n`` shares: round-robin over the cells sorted by id (all when None).
+
+    Shares ``1/n, ..., n/n`` partition the cells, whatever order they were given in.
+    """
+    ordered = sorted(cells, key=lambda c: c.id)
+    parsed = parse_share(share)
+    if parsed is None:
+        return ordered
+    i, n = parsed
+    return ordered[i - 1::n]
+
+
+# ----------------------------------------------------------------------------- running
+@contextlib.contextmanager
+def file_lock(path: Path, *, wait: bool) -> Iterator[bool]:
+    """An advisory ``flock`` on ``path`` (released when the process dies); yields whether it
+    was acquired. ``wait=False`` gives up at once when another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no locking
+        yield True
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def cell_dir(out_dir, cell: Cell) -> Path:
+    return Path(out_dir) / CELLS_DIR / cell.id
+
+
+def is_finished(path: Path) -> bool:
+    return (path / "result.json").is_file() and (path / "model.pt").is_file()
+
+
+def _check_same_settings(cell: Cell, path: Path) -> None:
+    """Refuse to reuse a cell directory that was run with other settings (a changed config)."""
+    saved_path = path / "config.yaml"
+    if not saved_path.is_file():
+        return
+    saved = yaml.safe_load(saved_path.read_text()) or {}
+    want = to_dict(cell.cfg)
+    diff = [k for k, v in want.items() if k not in _VOLATILE and k in saved and saved[k] != v]
+    diff += [k for k in ("eps", "alpha") if want[k] is not None and saved.get(k) != want[k]]
+    if diff:
+        k = diff[0]
+        raise SamplewiseError(f"{path} was run with {k}={saved.get(k)!r}, but the study now asks "
+                              f"for {k}={want[k]!r}; use another --out or delete that cell")
+
+
+def run_cell(cell: Cell, path: Path, ev: EvalSpec, *, device: Optional[str] = None) -> str:
+    """Train (or resume) one cell, then add AutoAttack if asked; returns what was done."""
+    from ..runs import run_training
+    from ..train import CHECKPOINT
+
+    _check_same_settings(cell, path)
+    if cell.cfg.threads:  # also for a cell that only needs AutoAttack
+        import torch
+        torch.set_num_threads(cell.cfg.threads)
+    finished = is_finished(path)
+    done = []
+    if not finished:
+        resume = (path / CHECKPOINT).is_file()
+        run_training(cell.cfg, path, resume=resume, device=device)
+        done.append("resumed" if resume else "trained")
+    if ev.wants_autoattack(cell.params["seed"]) and not (path / AUTOATTACK_FILE).is_file():
+        autoattack_cell(cell, path, ev, device=device)
+        done.append("autoattack")
+    return "+".join(done) or "already finished"
+
+
+def autoattack_cell(cell: Cell, path: Path, ev: EvalSpec, *, device: Optional[str] = None) -> dict:
+    """AutoAttack on the fixed ``ev.autoattack_n`` test slice at the cell's ε, written to
+    ``autoattack.json``."""
+    from ..evaluate import evaluate
+    from ..models import load_model
+    from ..runs import load_bundle
+
+    device = device or cell.cfg.device
+    result = json.loads((path / "result.json").read_text())
+    model = load_model(path, device=device)
+    res = evaluate(model, load_bundle(cell.cfg).test, attack="autoattack",
+                   eps=result["eval"]["eps"], n=ev.autoattack_n, batch_size=ev.batch_size,
+                   device=device, aa_version=ev.autoattack_version,
+                   aa_attacks=ev.autoattack_attacks)
+    io.write_json(path / AUTOATTACK_FILE, res)
+    return res
+
+
+def run_cells(cells: Sequence[Cell], out_dir, ev: EvalSpec, *, share=None,
+              device: Optional[str] = None) -> dict[str, str]:
+    """Run this share's cells (all when ``share`` is None) in id order; returns id -> status.
+
+    A cell directory run with other settings (the config changed) is refused up front. A cell
+    held by another process (its lock file is taken) is skipped, so an array job and a
+    rerun never train the same cell twice at once. A cell that fails with a
+    :class:`SamplewiseError` (e.g. a diverged loss) is logged and reported as ``failed: ...``;
+    the other cells still run.
+    """
+    from tqdm.auto import tqdm
+
+    todo = share_of(cells, share)
+    for cell in todo:  # a changed config is one clear error before anything runs
+        _check_same_settings(cell, cell_dir(out_dir, cell))
+    log.info("%d of %d cells to run%s", len(todo), len(cells),
+             "" if share is None else " (share %d/%d)" % parse_share(share))
+    status: dict[str, str] = {}
+    bar = tqdm(todo, desc="cells", unit="cell", dynamic_ncols=True, disable=None)
+    for k, cell in enumerate(bar, 1):
+        bar.set_postfix_str(cell.id)
+        t0 = time.perf_counter()
+        with file_lock(Path(out_dir) / "locks" / f"{cell.id}.lock", wait=False) as mine:
+            try:
+                status[cell.id] = run_cell(cell, cell_dir(out_dir, cell), ev, device=device) \
+                    if mine else "running elsewhere"
+            except SamplewiseError as exc:
+                status[cell.id] = f"failed: {exc}"
+                log.error("cell %s failed: %s", cell.id, exc)
+        log.info("cell %d/%d %s %s in %.1fs", k, len(todo), cell.id, status[cell.id],
+                 time.perf_counter() - t0)
+    return status

@@ -1,0 +1,158 @@
+"""Study result tables: one row per finished cell, grouped over seeds.
+
+:func:`write_results` writes, atomically, ``results.csv`` (one row per finished cell: the grid
+values, seed, clean/PGD/AutoAttack accuracy, training-set size, epochs, budget, seconds),
+``results.md`` (mean ± std over seeds, with the number of seeds) and ``results.json`` (rows,
+grouped summary, evaluation settings, the study config, the missing cells).
+
+Example:
+    >>> record = write_results(cfg, cells, "runs/study", title="Coreset study")
+    >>> record["summary"][0]["pgd_acc_mean"]
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io as _io
+import json
+import math
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .. import io
+from .grid import AUTOATTACK_FILE, Cell, EvalSpec, StudyConfig, cell_dir
+
+RESULTS = ("results.csv", "results.md", "results.json")
+METRICS = ("clean_acc", "pgd_acc", "autoattack_acc")
+
+
+def cell_row(cell: Cell, path: Path) -> Optional[dict]:
+    """The results row of a finished cell (None if it is not finished)."""
+    if not (path / "result.json").is_file():
+        return None
+    res = json.loads((path / "result.json").read_text())
+    aa = None
+    if (path / AUTOATTACK_FILE).is_file():
+        aa = json.loads((path / AUTOATTACK_FILE).read_text())["robust_acc"]
+    return {"cell": cell.id, **cell.params, "clean_acc": res["clean_acc"],
+            "pgd_acc": res["robust_acc"], "autoattack_acc": aa, "n_train": res.get("n_train"),
+            "epochs": res.get("epochs"), "budget": res.get("budget"),
+            "seconds": round(float(sum(res.get("epoch_seconds") or [])), 2)}
+
+
+def collect(cells: Sequence[Cell], out_dir) -> tuple[list[dict], list[str]]:
+    """Rows of the finished cells (in id order) and the ids of the missing ones."""
+    rows, missing = [], []
+    for cell in sorted(cells, key=lambda c: c.id):
+        row = cell_row(cell, cell_dir(out_dir, cell))
+        (rows.append(row) if row is not None else missing.append(cell.id))
+    return rows, missing
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; 0.0 for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return mean, std
+
+
+def summarize(rows: Sequence[dict], group: Sequence[str],
+              metrics: Sequence[str] = METRICS) -> list[dict]:
+    """Rows grouped over seeds by the ``group`` columns (first-seen order): for each metric its
+    ``<m>_mean``, ``<m>_std`` and ``<m>_n`` (the number of seeds with a value), plus ``seeds``."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[g] for g in group), []).append(row)
+    out = []
+    for key, members in groups.items():
+        entry = {**dict(zip(group, key)), "seeds": len(members),
+                 "n_train": members[0].get("n_train"), "epochs": members[0].get("epochs")}
+        for m in metrics:
+            values = [r[m] for r in members if r.get(m) is not None]
+            mean, std = mean_std(values) if values else (None, None)
+            entry.update({f"{m}_mean": mean, f"{m}_std": std, f"{m}_n": len(values)})
+        out.append(entry)
+    return out
+
+
+def _pct(mean, std, n: int) -> str:
+    """``mean ± std`` in %, the mean alone for a single value, ``–`` for none."""
+    if mean is None:
+        return "–"
+    return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if n > 1 else "")
+
+
+def results_markdown(summary: Sequence[dict], group: Sequence[str], *, title: str,
+                     ev: EvalSpec, eps: Optional[float], missing: Sequence[str] = (),
+                     autoattack: bool = False) -> str:
+    """The seeds-grouped Markdown table of :func:`summarize` (accuracies in %)."""
+    eps_text = f" at ε = {eps:g}" if eps is not None else ""
+    aa = ""
+    if autoattack:
+        which = "" if ev.autoattack_seeds is None else \
+            f" (seed{'s' if len(ev.autoattack_seeds) > 1 else ''} " \
+            f"{', '.join(map(str, ev.autoattack_seeds))} only)"
+        aa = f", {ev.autoattack_label()} on {ev.autoattack_n}{which}"
+    lines = [f"# {title}", "",
+             f"Accuracy (%) on the fixed test slice: clean and PGD-{ev.pgd_steps}{eps_text} on "
+             f"{ev.n} samples{aa}. Mean ± std over seeds (sample std, ddof = 1; the mean alone "
+             "when one seed has a value); `seeds` counts the finished seeds.", ""]
+    heads = [*group, "seeds", "n_train", "epochs", "clean", f"PGD-{ev.pgd_steps}"]
+    metrics = ["clean_acc", "pgd_acc"]
+    if autoattack:
+        heads.append("AutoAttack")
+        metrics.append("autoattack_acc")
+    lines += ["| " + " | ".join(heads) + " |", "|" + " --- |" * len(heads)]
+    for s in summary:
+        cells = [_fmt(s[g]) for g in group] + [str(s["seeds"]), str(s["n_train"]), str(s["epochs"])]
+        cells += [_pct(s[f"{m}_mean"], s[f"{m}_std"], s[f"{m}_n"]) for m in metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    if missing:
+        shown = ", ".join(missing[:12]) + (", ..." if len(missing) > 12 else "")
+        lines += ["", f"{len(missing)} cell(s) not finished yet: {shown} (all in results.json)."]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def results_csv(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    buf = _io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    return buf.getvalue()
+
+
+def write_results(cfg: StudyConfig, cells: Sequence[Cell], out_dir, *, title: str,
+                  extra: Optional[dict] = None) -> dict:
+    """Collect the finished cells and write results.csv / .md / .json; returns the JSON dict."""
+    out = Path(out_dir)
+    rows, missing = collect(cells, out)
+    group = list(cfg.grid)
+    autoattack = cfg.eval.autoattack
+    columns = ["cell", *group, "seed", "clean_acc", "pgd_acc",
+               *(["autoattack_acc"] if autoattack else []),
+               "n_train", "epochs", "budget", "seconds"]
+    summary = summarize(rows, group)
+    eps = cfg.base.eps
+    if rows and eps is None:
+        first = next(c for c in cells if c.id == rows[0]["cell"])
+        eps = json.loads((cell_dir(out, first) / "result.json").read_text())["eval"]["eps"]
+    io.write_text(out / "results.csv", results_csv(rows, columns))
+    io.write_text(out / "results.md", results_markdown(summary, group, title=title, ev=cfg.eval,
+                                                       eps=eps, missing=missing,
+                                                       autoattack=autoattack))
+    notes = {"seconds": "sum of the cell's epoch times (training only)",
+             "std": "sample standard deviation over seeds (ddof=1; 0 with one seed)"}
+    record = {"study": cfg.study, "title": title, "cells_total": len(cells),
+              "cells_finished": len(rows), "missing": missing, "columns": columns,
+              "eval": {**dataclasses.asdict(cfg.eval), "eps": eps}, "notes": notes,
+              "config": cfg.raw, "rows": rows, "summary": summary, **(extra or {})}
+    io.write_json(out / "results.json", record)
+    return record
