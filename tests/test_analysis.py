@@ -26,14 +26,6 @@ from samplewise.hardness.scorefile import ScoreTable
 from samplewise.hardness.scoring import score
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
     """A tiny scoring run on digits: scores.npz and the scoring model next to it."""

@@ -32,15 +32,6 @@ FAST = dict(batch_size=64, lr=0.05, schedule="constant", augment=False, eval_n=3
             monitor_steps=0, eval_steps=1, progress=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is faster than two (and than two fighting for cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset("digits")

@@ -26,15 +26,6 @@ DIGITS_CONFIG = ROOT / "configs" / "study-coreset-digits.yaml"
 FMNIST_CONFIG = ROOT / "configs" / "study-coreset-fmnist.yaml"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is faster than two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def raw_config(**changes) -> dict:
     raw = {"study": "coreset",
            "base": {"dataset": "digits", "model": "mlp", "epochs": 1, "progress": False},
