@@ -20,11 +20,15 @@ def main() -> None:
     for name, (_, help_) in COMMANDS.items():
         print(f"| `samplewise {name}` | {help_} |")
     print()
+    from samplewise.commands.analyze import ANALYSES
+    from samplewise.commands.study import STUDIES
+    nested = {"study": STUDIES, "analyze": ANALYSES}
     for name in COMMANDS:
-        buf = io.StringIO()
-        with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):
-            parser.parse_args([name, "--help"])
-        print(f"## samplewise {name}\n\n```\n{buf.getvalue().rstrip()}\n```\n")
+        for argv in [[name]] + [[name, sub] for sub in nested.get(name, {})]:
+            buf = io.StringIO()
+            with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):
+                parser.parse_args([*argv, "--help"])
+            print(f"## samplewise {' '.join(argv)}\n\n```\n{buf.getvalue().rstrip()}\n```\n")
 
 
 if __name__ == "__main__":

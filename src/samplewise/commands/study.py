@@ -49,7 +49,23 @@ def _coreset_run(args: argparse.Namespace) -> int:
     return 1 if res["failed"] else 0
 
 
-STUDIES: dict[str, Handler] = {"coreset": (_coreset_args, _coreset_run)}
+def _distill_run(args: argparse.Namespace) -> int:
+    """Adversarial distillation study: teachers (given or trained by the study) x methods x
+    seeds; student robustness against teacher robustness and TAS."""
+    from ..studies.distill import run_distill_study
+
+    res = run_distill_study(args.config, args.out, cells=args.cells, device=args.device)
+    print(f"{res['cells_finished']}/{res['cells_total']} cells finished"
+          + (f"; missing: {', '.join(res['missing'])}" if res["missing"] else ""))
+    for path in res["results"] + res["plots"]:
+        print(path)
+    for cell in res["failed"]:
+        print(f"failed: {cell}: {res['ran'][cell][len('failed: '):]}")
+    return 1 if res["failed"] else 0
+
+
+STUDIES: dict[str, Handler] = {"coreset": (_coreset_args, _coreset_run),
+                               "distill": (_common, _distill_run)}
 
 
 def register(name: str, add_args: Callable, run_fn: Callable) -> None:

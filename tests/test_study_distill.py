@@ -1,0 +1,149 @@
+"""The distillation study (issue #4) end to end on digits: a teacher trained by the study plus
+a given one, two methods; results, plots, reruns, --cells shares, frozen teachers, config
+errors, and every shipped study config parses."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from samplewise.config import TrainConfig
+from samplewise.errors import SamplewiseError
+from samplewise.runs import run_training
+from samplewise.studies import distill, grid
+from samplewise.studies.coreset import load_coreset_config
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = ROOT / "configs" / "study-distill-digits.yaml"
+LOADERS = {"coreset": load_coreset_config, "distill": distill.load_distill_config}
+
+
+@pytest.fixture(scope="module")
+def given_teacher(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("teacher") / "run"
+    run_training(TrainConfig(dataset="digits", model="mlp", epochs=1, batch_size=64, lr=0.05,
+                             schedule="constant", objective="pgd-at", attack_steps=1,
+                             eval_n=30, eval_steps=1, monitor_steps=0, progress=False,
+                             threads=1), path)
+    return path / "model.pt"
+
+
+def raw(teacher: Path, **changes) -> dict:
+    cfg = yaml.safe_load(DIGITS.read_text())
+    cfg["teachers"][1]["path"] = str(teacher)
+    cfg.update(changes)
+    return cfg
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def mtimes(out: Path) -> dict:
+    return {p: p.stat().st_mtime_ns for p in sorted((out / "cells").rglob("*")) if p.is_file()}
+
+
+def test_study_end_to_end(tmp_path, given_teacher):
+    before = digest(given_teacher)
+    out = tmp_path / "study"
+    res = distill.run_distill_study(raw(given_teacher), out)
+    assert res["cells_total"] == 4 and res["cells_finished"] == 4 and not res["failed"]
+    for name in ("results.csv", "results.md", "results.json", "student_vs_teacher_robustness.png",
+                 "student_robustness_vs_tas.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    record = json.loads((out / "results.json").read_text())
+    assert {r["cell"] for r in record["rows"]} == {"given-ard-s0", "given-rslad-s0",
+                                                   "mlp-trades-ard-s0", "mlp-trades-rslad-s0"}
+    for row in record["rows"]:
+        assert 0 <= row["tas_train"] <= 1 and 0 <= row["tas_test"] <= 1
+        assert row["teacher_pgd"] is not None and row["clean_acc"] is not None
+    assert (out / "teachers" / "mlp-trades" / "model.pt").is_file()
+    assert (out / "teachers" / "given" / "eval.json").is_file()
+    assert "TAS test" in (out / "results.md").read_text()
+    # the given teacher's file is untouched; the trained one is frozen after its training
+    assert digest(given_teacher) == before
+    trained = out / "teachers" / "mlp-trades" / "model.pt"
+    trained_digest = digest(trained)
+    # a rerun skips every finished cell and every teacher
+    seen = mtimes(out)
+    res2 = distill.run_distill_study(raw(given_teacher), out)
+    assert set(res2["ran"].values()) == {"already finished"}
+    assert mtimes(out) == seen and digest(trained) == trained_digest
+
+
+def test_cells_shares_partition(tmp_path, given_teacher):
+    out = tmp_path / "study"
+    cfg = raw(given_teacher, seeds=[0, 1])
+    cfg["grid"]["methods"] = ["ard", "pgd-at"]
+    r1 = distill.run_distill_study(cfg, out, cells="1/2")
+    r2 = distill.run_distill_study(cfg, out, cells="2/2")
+    ids1 = {k for k, v in r1["ran"].items() if v != "already finished"}
+    ids2 = {k for k, v in r2["ran"].items() if v != "already finished"}
+    assert ids1 and ids2 and not ids1 & ids2
+    assert len(ids1 | ids2) == r2["cells_total"] == 2 * 2 + 2   # teachers x ard x seeds + alone
+    assert r2["cells_finished"] == r2["cells_total"]
+    assert "none-pgd-at-s1" in ids1 | ids2
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    alone = [r for r in rows if r["teacher"] == "none"]
+    assert alone and all(r["tas_train"] is None and r["tas_test"] is None for r in alone)
+
+
+def test_config_errors(given_teacher):
+    bad = raw(given_teacher)
+    bad["teachers"][0]["wat"] = 1
+    with pytest.raises(SamplewiseError, match="wat"):
+        distill.load_distill_config(bad)
+    bad = raw(given_teacher)
+    bad["teachers"][0] = {"name": "x", "path": "a", "train": {}}
+    with pytest.raises(SamplewiseError, match="exactly one"):
+        distill.load_distill_config(bad)
+    bad = raw(given_teacher)
+    bad["teachers"][0]["train"] = {"no_such_key": 1}
+    with pytest.raises(SamplewiseError):
+        distill.load_distill_config(bad)
+    bad = raw(given_teacher)
+    bad["grid"]["teachers"] = ["missing"]
+    with pytest.raises(SamplewiseError, match="missing"):
+        distill.load_distill_config(bad)
+    bad = raw(given_teacher)
+    bad["base"]["teacher"] = "x"
+    with pytest.raises(SamplewiseError, match="teacher"):
+        distill.load_distill_config(bad)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("study-*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_study_configs_parse(path):
+    study = yaml.safe_load(path.read_text())["study"]
+    cfg = LOADERS[study](path)
+    assert cfg.study == study and cfg.seeds
+    if study == "distill":
+        cells = distill.distill_cells(cfg, "/tmp/nowhere")
+        assert len({c.id for c in cells}) == len(cells) > 0
+
+
+def test_cli_distill(tmp_path, given_teacher, capsys):
+    import argparse
+
+    from samplewise.commands import study as study_cmd
+
+    assert "distill" in study_cmd.STUDIES
+    cfg = raw(given_teacher)
+    cfg["teachers"] = [cfg["teachers"][1]]
+    cfg["grid"] = {"methods": ["ard"]}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    parser = argparse.ArgumentParser()
+    study_cmd.add_arguments(parser)
+    args = parser.parse_args(["distill", "--config", str(path), "--out", str(tmp_path / "out"),
+                              "--cells", "1/1"])
+    assert study_cmd.run(args) == 0
+    assert "1/1 cells finished" in capsys.readouterr().out
+    with pytest.raises(SamplewiseError, match="i/n"):
+        study_cmd.run(parser.parse_args(["distill", "--config", str(path), "--out",
+                                         str(tmp_path / "out"), "--cells", "3"]))
