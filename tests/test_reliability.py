@@ -525,3 +525,23 @@ def test_damaged_model_file_loads_or_raises_our_error(real_files, edits, cut):
         assert "\n" not in str(exc)
         return
     assert model.arch == "mlp"
+
+
+def test_subset_and_summary_written_apart_are_detected(tmp_path):
+    """select writes the .npy and its .json one after the other: a kill between the two renames
+    can pair a new subset with an old summary; the checksum in the summary catches it."""
+    from samplewise.coreset import save_selection
+    from samplewise.data import load_dataset
+    from samplewise.errors import SamplewiseError
+    from samplewise.runs import load_subset
+
+    bundle = load_dataset("digits")
+    path = tmp_path / "s.npy"
+    old = bundle.train.index[:100].numpy()
+    save_selection(path, old, {"fingerprint": bundle.fingerprint, "dataset": "digits"})
+    assert len(load_subset(path, bundle)) == 100
+    summary = path.with_suffix(".json").read_bytes()
+    save_selection(path, bundle.train.index[100:250].numpy(), {"fingerprint": bundle.fingerprint})
+    path.with_suffix(".json").write_bytes(summary)  # the state a kill between the renames leaves
+    with pytest.raises(SamplewiseError, match="does not match its summary"):
+        load_subset(path, bundle)

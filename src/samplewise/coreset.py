@@ -398,19 +398,29 @@ def save_selection(path: str | os.PathLike, indices: np.ndarray, summary: dict |
                    ) -> tuple[Path, Path]:
     """Write ``indices`` to ``path`` (``.npy``, int64) and ``summary`` next to it (``.json``).
 
-    Both writes are atomic. Returns the two paths.
+    Both writes are atomic, and the summary records a checksum of the indices
+    (:func:`selection_checksum`), so a pair left mismatched by a kill between the two writes is
+    detected when the subset is used. Returns the two paths.
 
     Example:
         >>> idx = select(table, "easycore", 0.3)
         >>> save_selection("runs/easycore30/subset.npy", idx, summarize_selection(table, idx))
     """
     path = Path(path)
-    indices = _selection_array(indices)
-    np_save(path, np.sort(indices))
-    record = {"format": SUBSET_FORMAT, **(summary or {}), "size": int(len(indices))}
+    indices = np.sort(_selection_array(indices))
+    np_save(path, indices)
+    record = {"format": SUBSET_FORMAT, **(summary or {}), "size": int(len(indices)),
+              "checksum": selection_checksum(indices)}
     write_json(_json_path(path), record)
     log.info("wrote selection of %d samples to %s", len(indices), path)
     return path, _json_path(path)
+
+
+def selection_checksum(indices: np.ndarray) -> str:
+    """sha256 (16 hex) of the sorted int64 dataset indices of a selection."""
+    import hashlib
+    data = np.sort(np.asarray(indices, dtype=np.int64))
+    return hashlib.sha256(data.tobytes()).hexdigest()[:16]
 
 
 def load_selection_meta(path: str | os.PathLike) -> dict | None:

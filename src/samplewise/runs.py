@@ -21,7 +21,7 @@ import torch
 
 from . import distributed, io
 from .config import TrainConfig, dump_yaml, to_dict
-from .coreset import load_selection_meta
+from .coreset import load_selection_meta, selection_checksum
 from .data import DataBundle, load_dataset, load_subset_file
 from .errors import SamplewiseError
 from .evaluate import evaluate
@@ -47,6 +47,10 @@ def load_subset(path, bundle: DataBundle) -> np.ndarray:
     ``samplewise select``) must name the same dataset fingerprint."""
     indices = load_subset_file(path, bundle)
     meta = load_selection_meta(path) or {}
+    if "checksum" in meta and meta["checksum"] != selection_checksum(indices):
+        raise SamplewiseError(f"subset {path} does not match its summary "
+                              f"{Path(path).with_suffix('.json')} (an interrupted write?); "
+                              "run samplewise select again")
     fp = meta.get("fingerprint")
     if fp is not None and fp != bundle.fingerprint:
         raise SamplewiseError(
