@@ -30,6 +30,17 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="override the config's device")
 
 
+def _report(res: dict) -> int:
+    """Print a finished study's summary; status 1 if any cell failed."""
+    print(f"{res['cells_finished']}/{res['cells_total']} cells finished"
+          + (f"; missing: {', '.join(res['missing'])}" if res["missing"] else ""))
+    for path in res["results"] + res["plots"]:
+        print(path)
+    for cell in res["failed"]:
+        print(f"failed: {cell}: {res['ran'][cell][len('failed: '):]}")
+    return 1 if res["failed"] else 0
+
+
 def _coreset_args(p: argparse.ArgumentParser) -> None:
     _common(p)
 
@@ -40,13 +51,7 @@ def _coreset_run(args: argparse.Namespace) -> int:
     from ..studies.coreset import run_coreset_study
 
     res = run_coreset_study(args.config, args.out, cells=args.cells, device=args.device)
-    print(f"{res['cells_finished']}/{res['cells_total']} cells finished"
-          + (f"; missing: {', '.join(res['missing'])}" if res["missing"] else ""))
-    for path in res["results"] + res["plots"]:
-        print(path)
-    for cell in res["failed"]:
-        print(f"failed: {cell}: {res['ran'][cell][len('failed: '):]}")
-    return 1 if res["failed"] else 0
+    return _report(res)
 
 
 def _distill_run(args: argparse.Namespace) -> int:
@@ -55,13 +60,7 @@ def _distill_run(args: argparse.Namespace) -> int:
     from ..studies.distill import run_distill_study
 
     res = run_distill_study(args.config, args.out, cells=args.cells, device=args.device)
-    print(f"{res['cells_finished']}/{res['cells_total']} cells finished"
-          + (f"; missing: {', '.join(res['missing'])}" if res["missing"] else ""))
-    for path in res["results"] + res["plots"]:
-        print(path)
-    for cell in res["failed"]:
-        print(f"failed: {cell}: {res['ran'][cell][len('failed: '):]}")
-    return 1 if res["failed"] else 0
+    return _report(res)
 
 
 STUDIES: dict[str, Handler] = {"coreset": (_coreset_args, _coreset_run),

@@ -40,11 +40,11 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .. import io
-from ..config import TrainConfig, read_yaml, validate_train
+from ..config import TrainConfig, validate_train
 from ..errors import SamplewiseError
 from ..objectives import OBJECTIVES
 from . import grid, tables
-from .grid import Axis, Cell, EvalSpec, StudyConfig, StudySpec
+from .grid import Axis, Cell, EvalSpec, StudyConfig, StudySpec, read_source
 
 log = logging.getLogger(__name__)
 
@@ -129,14 +129,7 @@ def load_distill_config(source) -> StudyConfig:
     :class:`TeacherSpec` list) and ``teacher_train`` (name -> TrainConfig of trained ones)."""
     if isinstance(source, StudyConfig):
         return source
-    path = None
-    if isinstance(source, (str, Path)):
-        path, raw = str(source), read_yaml(source)
-    elif isinstance(source, dict):
-        raw = source
-    else:
-        raise SamplewiseError("a study config is a YAML file or a mapping, got "
-                              f"{type(source).__name__}")
+    path, raw = read_source(source)
     if not isinstance(raw, dict):
         raise SamplewiseError("a study config must be a mapping")
     if raw.get("study", "distill") != "distill":

@@ -208,6 +208,16 @@ def _seeds(values) -> tuple:
     return tuple(values)
 
 
+def read_source(source) -> tuple[str | None, Any]:
+    """``(path or None, raw mapping)`` of a study config given as a YAML path or a mapping."""
+    if isinstance(source, (str, Path)):
+        return str(source), read_yaml(source)
+    if isinstance(source, dict):
+        return None, source
+    raise SamplewiseError("a study config is a YAML file or a mapping, got "
+                          f"{type(source).__name__}")
+
+
 def load_study(source, spec: StudySpec) -> StudyConfig:
     """Read and validate a study config (a YAML path or a mapping) for study ``spec``.
 
@@ -216,14 +226,7 @@ def load_study(source, spec: StudySpec) -> StudyConfig:
     """
     if isinstance(source, StudyConfig):
         return source
-    path = None
-    if isinstance(source, (str, Path)):
-        path, raw = str(source), read_yaml(source)
-    elif isinstance(source, dict):
-        raw = source
-    else:
-        raise SamplewiseError("a study config is a YAML file or a mapping, got "
-                              f"{type(source).__name__}")
+    path, raw = read_source(source)
     allowed = (*TOP_KEYS, *spec.sections)
     unknown = sorted(set(map(str, raw)) - set(allowed))
     if unknown:
