@@ -214,10 +214,7 @@ def run_coreset_study(config, out_dir, cells=None, *, device: Optional[str] = No
 
     cfg = load_coreset_config(config)
     share = grid.parse_share(cells)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise SamplewiseError(f"--out {out} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    out = grid.study_dir(out_dir)
     with grid.file_lock(out / "locks" / "scoring.lock", wait=True):
         table = run_scoring(cfg, out, device=device)
         make_subsets(cfg, table, out)

@@ -471,9 +471,7 @@ def distill_plots(summary: Sequence[dict], out_dir, ev: EvalSpec) -> list[Path]:
     ax.set_ylabel(f"student {label} accuracy (%)")
     ax.set_title(f"Student vs teacher robustness\n{label} on the test slice; {note}",
                  fontsize="medium")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="small")
+    _finish(ax)
     paths.append(save_figure(fig, out / "student_vs_teacher_robustness.png"))
 
     fig, (ax,) = new_figure(width=6.0, height=4.4)
@@ -494,11 +492,16 @@ def distill_plots(summary: Sequence[dict], out_dir, ev: EvalSpec) -> list[Path]:
     ax.set_ylabel(f"student {label} accuracy (%)")
     ax.set_title(f"Student robustness vs transferability\none point per teacher; {note}",
                  fontsize="medium")
+    _finish(ax)
+    paths.append(save_figure(fig, out / "student_robustness_vs_tas.png"))
+    return paths
+
+
+def _finish(ax) -> None:
+    """Grid, and a legend when anything was labelled."""
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small")
-    paths.append(save_figure(fig, out / "student_robustness_vs_tas.png"))
-    return paths
 
 
 # ----------------------------------------------------------------------------- the study
@@ -519,10 +522,7 @@ def run_distill_study(config, out_dir, cells=None, *, device: Optional[str] = No
     """
     cfg = load_distill_config(config)
     share = grid.parse_share(cells)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise SamplewiseError(f"--out {out} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    out = grid.study_dir(out_dir)
     all_cells = distill_cells(cfg, out)
     todo = grid.share_of(all_cells, share)
     for cell in todo:  # a changed config is one clear error before anything runs

@@ -208,6 +208,15 @@ def _seeds(values) -> tuple:
     return tuple(values)
 
 
+def study_dir(out_dir) -> Path:
+    """The study's output directory, created; a file of that name is one clear error."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise SamplewiseError(f"--out {out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def read_source(source) -> tuple[str | None, Any]:
     """``(path or None, raw mapping)`` of a study config given as a YAML path or a mapping."""
     if isinstance(source, (str, Path)):
