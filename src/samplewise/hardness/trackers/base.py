@@ -1,0 +1,72 @@
+"""``_Tracker``: the plumbing every hardness tracker shares (tracked dataset indices, epoch
+schedule, rows of a batch, checked state restore, epoch windows)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ...errors import SamplewiseError
+from ...train import Hook
+
+
+class _Tracker(Hook):
+    """Shared plumbing: the tracked dataset indices (sorted) and the epoch schedule."""
+
+    kind = "tracker"
+
+    def __init__(self, track_every: int = 1):
+        if isinstance(track_every, bool) or not isinstance(track_every, int) or track_every < 1:
+            raise SamplewiseError(f"track_every must be an integer >= 1, got {track_every!r}")
+        self.track_every = track_every
+        self.index: torch.Tensor | None = None  # sorted dataset indices, CPU int64
+        self._index_on: dict[str, torch.Tensor] = {}
+
+    def tracks(self, epoch: int) -> bool:
+        """Whether epoch ``epoch`` (0-based) is tracked: every ``track_every``-th epoch."""
+        return (epoch + 1) % self.track_every == 0
+
+    def _bind(self, index: torch.Tensor) -> None:
+        index = torch.as_tensor(index, dtype=torch.int64).cpu().sort().values
+        if len(index) > 1 and not bool((index[1:] > index[:-1]).all()):
+            raise SamplewiseError("tracked samples have duplicate dataset indices")
+        self.index, self._index_on = index, {}
+
+    def rows(self, idx: torch.Tensor) -> torch.Tensor:
+        """Row of each dataset index in this tracker's arrays (on ``idx``'s device)."""
+        if self.index is None:
+            raise SamplewiseError(f"{type(self).__name__} is not bound to a training split yet")
+        key = str(idx.device)
+        if key not in self._index_on:
+            self._index_on[key] = self.index.to(idx.device)
+        ref = self._index_on[key]
+        pos = torch.searchsorted(ref, idx).clamp_(max=len(ref) - 1)
+        if not bool((ref[pos] == idx).all()):
+            raise SamplewiseError("a batch holds dataset indices this tracker does not track")
+        return pos
+
+    def _check_state(self, state: dict, **expected) -> None:
+        """Refuse a saved state from another kind of tracker, setting or training split."""
+        for key, want in {"kind": self.kind, **expected}.items():
+            if state.get(key) != want:
+                raise SamplewiseError(f"cannot resume {type(self).__name__}: the checkpoint has "
+                                      f"{key}={state.get(key)!r}, this run {want!r}")
+        if self.index is not None and not torch.equal(self.index, state["index"]):
+            raise SamplewiseError(f"cannot resume {type(self).__name__}: the checkpoint tracked "
+                                  "other samples (different dataset, train_size or subset)")
+        self._bind(state["index"])
+
+    @staticmethod
+    def _matrix(columns: Sequence[torch.Tensor], n: int) -> torch.Tensor:
+        return torch.stack(list(columns), 1) if columns else torch.zeros(n, 0)
+
+    def _window(self, labels: Sequence[int], window: tuple | None) -> list[int]:
+        """Column positions whose epoch label lies in ``[start, stop)`` (None: open end)."""
+        start, stop = window if window is not None else (None, None)
+        cols = [j for j, e in enumerate(labels)
+                if (start is None or e >= start) and (stop is None or e < stop)]
+        if not cols:
+            raise SamplewiseError(f"no tracked epoch in the window [{start}, {stop}); "
+                                  f"tracked epochs: {list(labels)}")
+        return cols
