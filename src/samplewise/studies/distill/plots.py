@@ -1,0 +1,80 @@
+"""The distillation study's two figures: student vs teacher robustness, and student robustness
+vs TAS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from ..grid import EvalSpec
+from .config import NONE, TRANSFER_STEPS
+
+
+def distill_plots(summary: Sequence[dict], out_dir, ev: EvalSpec) -> list[Path]:
+    """Student robustness against teacher robustness (one line per method, the student alone
+    as dashed lines) and against the TAS (one marker per method, one point per teacher)."""
+    import numpy as np
+
+    from ..plots import new_figure, save_figure
+
+    out = Path(out_dir)
+    use_aa = ev.autoattack and any(s.get("autoattack_acc_mean") is not None for s in summary
+                                   if s["teacher"] != NONE)
+    metric = "autoattack_acc" if use_aa else "pgd_acc"
+    label = ev.autoattack_label() if use_aa else f"PGD-{ev.pgd_steps}"
+    t_metric = "teacher_aa" if use_aa else "teacher_pgd"
+    seeds = max((s["seeds"] for s in summary), default=0)
+    note = f"mean ± std over {seeds} seed{'s' if seeds != 1 else ''}"
+    distilled = [s for s in summary if s["teacher"] != NONE and s.get(f"{metric}_mean") is not None]
+    alone = [s for s in summary if s["teacher"] == NONE and s.get(f"{metric}_mean") is not None]
+    methods = list(dict.fromkeys(s["method"] for s in summary))
+    colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}
+    markers = "osD^v<>pP*Xh"
+    paths = []
+
+    fig, (ax,) = new_figure(width=6.0, height=4.4)
+    for m in methods:
+        pts = sorted((s[t_metric], s[f"{metric}_mean"], s[f"{metric}_std"]) for s in distilled
+                     if s["method"] == m and s.get(t_metric) is not None)
+        if pts:
+            x, y, sd = (np.array(v, dtype=float) for v in zip(*pts))
+            ax.errorbar(100 * x, 100 * y, yerr=100 * sd, marker="o", capsize=3, label=m,
+                        color=colors[m])
+    for s in alone:
+        ax.axhline(100 * s[f"{metric}_mean"], color=colors[s["method"]], linestyle="--",
+                   linewidth=1.2, label=f"{s['method']} alone (no teacher)")
+    ax.set_xlabel(f"teacher {label} accuracy (%)")
+    ax.set_ylabel(f"student {label} accuracy (%)")
+    ax.set_title(f"Student vs teacher robustness\n{label} on the test slice; {note}",
+                 fontsize="medium")
+    _finish(ax)
+    paths.append(save_figure(fig, out / "student_vs_teacher_robustness.png"))
+
+    fig, (ax,) = new_figure(width=6.0, height=4.4)
+    tas_key = "tas_test" if any(s.get("tas_test_mean") is not None for s in distilled) \
+        else "tas_train"
+    for i, m in enumerate(methods):
+        pts = [(s[f"{tas_key}_mean"], s[f"{metric}_mean"], s["teacher"]) for s in distilled
+               if s["method"] == m and s.get(f"{tas_key}_mean") is not None]
+        if pts:
+            ax.scatter([p[0] for p in pts], [100 * p[1] for p in pts], marker=markers[i % 12],
+                       color=colors[m], label=m, s=36)
+            for x, y, name in pts:
+                ax.annotate(name, (x, 100 * y), fontsize="x-small", xytext=(3, 3),
+                            textcoords="offset points")
+    which = f"held-out TAS (PGD-{TRANSFER_STEPS} by the student on the test slice)" \
+        if tas_key == "tas_test" else "training TAS (last epoch)"
+    ax.set_xlabel(which)
+    ax.set_ylabel(f"student {label} accuracy (%)")
+    ax.set_title(f"Student robustness vs transferability\none point per teacher; {note}",
+                 fontsize="medium")
+    _finish(ax)
+    paths.append(save_figure(fig, out / "student_robustness_vs_tas.png"))
+    return paths
+
+
+def _finish(ax) -> None:
+    """Grid, and a legend when anything was labelled."""
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")

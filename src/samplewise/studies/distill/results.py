@@ -1,0 +1,113 @@
+"""The distillation study's results: one row per finished cell, results.csv / .md / .json with
+the teachers' evaluations and the TAS columns."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Sequence
+
+from ... import io
+from .. import grid, tables
+from ..grid import Cell, EvalSpec, StudyConfig
+from .cells import training_tas
+from .config import METRICS, NONE, TITLE, TRANSFER_FILE, TRANSFER_STEPS
+from .teachers import _attack_settings, teacher_path
+
+
+def distill_rows(cfg: StudyConfig, cells: Sequence[Cell], out_dir,
+                 teacher_evals: dict) -> tuple[list[dict], list[str]]:
+    rows, missing = [], []
+    for cell in sorted(cells, key=lambda c: c.id):
+        path = grid.cell_dir(out_dir, cell)
+        row = tables.cell_row(cell, path)
+        if row is None:
+            missing.append(cell.id)
+            continue
+        te = teacher_evals.get(cell.params["teacher"]) or {}
+        tr = json.loads((path / TRANSFER_FILE).read_text()) \
+            if (path / TRANSFER_FILE).is_file() else {}
+        row.update({"teacher_clean": te.get("clean_acc"), "teacher_pgd": te.get("pgd_acc"),
+                    "teacher_aa": te.get("autoattack_acc"),
+                    "tas_train": training_tas(path) if cell.cfg.teacher else None,
+                    "tas_test": tr.get("tas"),
+                    "tas_test_given_fooled": tr.get("tas_given_student_fooled")})
+        rows.append(row)
+    return rows, missing
+
+
+def _num(v, pct=True) -> str:
+    if v is None:
+        return "–"
+    return f"{100 * v:.2f}" if pct else f"{v:.3f}"
+
+
+def _mean_pm(mean, std, n, pct=True) -> str:
+    if mean is None:
+        return "–"
+    if pct:
+        return tables._pct(mean, std, n)
+    return f"{mean:.3f}" + (f" ± {std:.3f}" if n > 1 else "")
+
+
+def distill_markdown(summary: Sequence[dict], ev: EvalSpec, eps, missing) -> str:
+    aa = ev.autoattack
+    which = "" if ev.autoattack_seeds is None else \
+        f" (seeds {', '.join(map(str, ev.autoattack_seeds))} only)"
+    lines = [f"# {TITLE}", "",
+             f"Accuracy (%) on the fixed test slice at ε = {eps:g}: clean and PGD-{ev.pgd_steps} "
+             f"on {ev.n} samples" + (f", {ev.autoattack_label()} on {ev.autoattack_n}{which}"
+                                     if aa else "") +
+             ". Student columns: mean ± std over seeds (ddof = 1). `TAS train`: fraction of the "
+             "student's training adversarial examples that also fool the teacher, last epoch; "
+             f"`TAS test`: the same for PGD-{TRANSFER_STEPS} by the student on the {ev.n} test "
+             f"samples. Teacher `{NONE}`: the student trained alone.", ""]
+    heads = ["teacher", "teacher clean", f"teacher PGD-{ev.pgd_steps}",
+             *(["teacher AA"] if aa else []), "method", "seeds", "clean",
+             f"PGD-{ev.pgd_steps}", *(["AutoAttack"] if aa else []), "TAS train", "TAS test"]
+    lines += ["| " + " | ".join(heads) + " |", "|" + " --- |" * len(heads)]
+    for s in summary:
+        c = [s["teacher"], _num(s.get("teacher_clean")), _num(s.get("teacher_pgd")),
+             *([_num(s.get("teacher_aa"))] if aa else []), s["method"], str(s["seeds"])]
+        for m in ("clean_acc", "pgd_acc", *(["autoattack_acc"] if aa else [])):
+            c.append(_mean_pm(s[f"{m}_mean"], s[f"{m}_std"], s[f"{m}_n"]))
+        for m in ("tas_train", "tas_test"):
+            c.append(_mean_pm(s[f"{m}_mean"], s[f"{m}_std"], s[f"{m}_n"], pct=False))
+        lines.append("| " + " | ".join(c) + " |")
+    if missing:
+        shown = ", ".join(missing[:12]) + (", ..." if len(missing) > 12 else "")
+        lines += ["", f"{len(missing)} cell(s) not finished yet: {shown} (all in results.json)."]
+    return "\n".join(lines) + "\n"
+
+
+def write_distill_results(cfg: StudyConfig, cells: Sequence[Cell], out_dir,
+                          teacher_evals: dict) -> dict:
+    out = Path(out_dir)
+    rows, missing = distill_rows(cfg, cells, out, teacher_evals)
+    aa = cfg.eval.autoattack
+    columns = ["cell", "teacher", "teacher_clean", "teacher_pgd", *(["teacher_aa"] if aa else []),
+               "method", "seed", "clean_acc", "pgd_acc", *(["autoattack_acc"] if aa else []),
+               "tas_train", "tas_test", "tas_test_given_fooled", "n_train", "epochs", "seconds"]
+    summary = tables.summarize(rows, ["teacher", "method"], METRICS)
+    for s in summary:
+        te = teacher_evals.get(s["teacher"]) or {}
+        s.update({"teacher_clean": te.get("clean_acc"), "teacher_pgd": te.get("pgd_acc"),
+                  "teacher_aa": te.get("autoattack_acc")})
+    _, rcfg = _attack_settings(cfg)
+    io.write_text(out / "results.csv", tables.results_csv(rows, columns))
+    io.write_text(out / "results.md", distill_markdown(summary, cfg.eval, rcfg.eps, missing))
+    record = {"study": "distill", "title": TITLE, "cells_total": len(cells),
+              "cells_finished": len(rows), "missing": missing, "columns": columns,
+              "eval": {**dataclasses.asdict(cfg.eval), "eps": rcfg.eps, "alpha": rcfg.alpha,
+                       "transfer_steps": TRANSFER_STEPS},
+              "teachers": {name: {"path": teacher_path(cfg, out, name), **(te or {})}
+                           for name, te in teacher_evals.items()},
+              "notes": {"tas_train": "mean 'tas' of the last epoch in the cell's metrics.jsonl",
+                        "tas_test": f"transfer.transfer_rate: PGD-{TRANSFER_STEPS} by the "
+                                    f"student on the eval.n test slice",
+                        "std": "sample standard deviation over seeds (ddof=1; 0 with one seed)",
+                        "seconds": "sum of the cell's epoch times (training only)"},
+              "config": cfg.raw, "rows": rows, "summary": summary}
+    io.write_json(out / "results.json", record)
+    return record

@@ -1,0 +1,54 @@
+""":func:`run_distill_study`: teachers first, then the cells (or one share of them), their
+transfer rates, the results and the plots."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from .. import grid, tables
+from .cells import distill_cells, transfer_cells
+from .config import load_distill_config
+from .plots import distill_plots
+from .results import write_distill_results
+from .teachers import ensure_teacher, teacher_eval
+
+
+def run_distill_study(config, out_dir, cells=None, *, device: Optional[str] = None) -> dict:
+    """Run (or continue) a distillation study and write its results and plots.
+
+    Args:
+        config: a YAML path, a mapping or a parsed :class:`StudyConfig`.
+        out_dir: the study directory (``teachers/``, ``cells/``, results, plots).
+        cells: ``"i/n"`` to run only the i-th of n shares of the cells; the teachers this share
+            needs are trained first (one process per teacher, under a lock). Without it, every
+            unfinished cell runs (and every teacher is trained).
+        device: overrides the config's device.
+
+    Returns:
+        ``cells_total``, ``cells_finished``, ``missing``, ``ran`` (id -> status), ``failed``,
+        ``teachers`` (name -> cached evaluation or None), ``results`` and ``plots``.
+    """
+    cfg = load_distill_config(config)
+    share = grid.parse_share(cells)
+    out = grid.study_dir(out_dir)
+    all_cells = distill_cells(cfg, out)
+    todo = grid.share_of(all_cells, share)
+    for cell in todo:  # a changed config is one clear error before anything runs
+        grid._check_same_settings(cell, grid.cell_dir(out, cell))
+    wanted = [t for t in cfg.grid["teacher"]
+              if any(c.params["teacher"] == t for c in todo)] if share else \
+        list(cfg.grid["teacher"])
+    for name in wanted:
+        ensure_teacher(cfg, out, name, device=device)
+    ran = grid.run_cells(all_cells, out, cfg.eval, share=share, device=device)
+    transfer_cells(cfg, todo, out, device=device)
+    teacher_evals = {name: teacher_eval(cfg, out, name, device=device)
+                     for name in cfg.grid["teacher"]}
+    record = write_distill_results(cfg, all_cells, out, teacher_evals)
+    plots = distill_plots(record["summary"], out, cfg.eval) if record["rows"] else []
+    return {"cells_total": record["cells_total"], "cells_finished": record["cells_finished"],
+            "missing": record["missing"], "ran": ran,
+            "failed": sorted(k for k, v in ran.items() if v.startswith("failed")),
+            "teachers": teacher_evals,
+            "results": [str(out / name) for name in tables.RESULTS],
+            "plots": [str(p) for p in plots]}

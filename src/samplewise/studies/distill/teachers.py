@@ -1,0 +1,114 @@
+"""The distillation study's teachers: where each lives, training a ``train:`` teacher (under a
+lock) and its cached clean / PGD / AutoAttack evaluation (``eval.json``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+from ... import io
+from ...config import TrainConfig
+from .. import grid
+from ..grid import StudyConfig
+from .config import TEACHER_EVAL, TEACHERS_DIR, TeacherSpec
+
+log = logging.getLogger(__name__)
+
+
+def teacher_dir(out_dir, name: str) -> Path:
+    return Path(out_dir).resolve() / TEACHERS_DIR / name
+
+
+def teacher_spec(cfg: StudyConfig, name: str) -> TeacherSpec:
+    return next(s for s in cfg.sections["teachers"] if s.name == name)
+
+
+def teacher_path(cfg: StudyConfig, out_dir, name: str) -> str:
+    """What a student's ``cfg.teacher`` is set to: the given path, or the study's run dir."""
+    spec = teacher_spec(cfg, name)
+    return spec.path if spec.path is not None else str(teacher_dir(out_dir, name))
+
+
+def teacher_ready(cfg: StudyConfig, out_dir, name: str) -> bool:
+    spec = teacher_spec(cfg, name)
+    return spec.path is not None or grid.is_finished(teacher_dir(out_dir, name))
+
+
+def teacher_train_config(cfg: StudyConfig, name: str) -> TrainConfig:
+    return dataclasses.replace(cfg.sections["teacher_train"][name], eval_n=cfg.eval.n,
+                               eval_steps=cfg.eval.pgd_steps)
+
+
+def ensure_teacher(cfg: StudyConfig, out_dir, name: str, *, device: Optional[str] = None) -> str:
+    """Train (or resume) a ``train:`` teacher unless finished (one process at a time), then
+    make sure its evaluation is cached; returns the teacher's path."""
+    from ...runs import run_training
+    from ...train import CHECKPOINT
+
+    spec = teacher_spec(cfg, name)
+    if spec.train is not None:
+        path = teacher_dir(out_dir, name)
+        with grid.file_lock(Path(out_dir) / "locks" / f"teacher-{name}.lock", wait=True):
+            if not grid.is_finished(path):
+                tcfg = teacher_train_config(cfg, name)
+                if tcfg.threads:
+                    import torch
+                    torch.set_num_threads(tcfg.threads)
+                resume = (path / CHECKPOINT).is_file()
+                log.info("teacher %s: %s in %s", name, "resuming" if resume else "training", path)
+                run_training(tcfg, path, resume=resume, device=device)
+    teacher_eval(cfg, out_dir, name, device=device)
+    return teacher_path(cfg, out_dir, name)
+
+
+def _attack_settings(cfg: StudyConfig):
+    from ...runs import load_bundle, resolve_attack
+
+    bundle = load_bundle(cfg.base)
+    return bundle, resolve_attack(cfg.base, bundle)
+
+
+def _eval_key(cfg: StudyConfig, rcfg: TrainConfig, path: str) -> dict:
+    ev = cfg.eval
+    return {"teacher": path, "eps": rcfg.eps, "alpha": rcfg.alpha, "n": ev.n,
+            "pgd_steps": ev.pgd_steps, "autoattack": ev.autoattack,
+            "autoattack_n": ev.autoattack_n, "autoattack_version": ev.autoattack_version,
+            "autoattack_attacks": ev.autoattack_attacks}
+
+
+def teacher_eval(cfg: StudyConfig, out_dir, name: str, *,
+                 device: Optional[str] = None) -> Optional[dict]:
+    """Clean / PGD (/ AutoAttack) accuracy of a ready teacher on the study's fixed test slices,
+    cached in ``OUT/teachers/<name>/eval.json`` (recomputed when the settings change); None
+    when the teacher is not trained yet."""
+    if not teacher_ready(cfg, out_dir, name):
+        return None
+    from ...evaluate import evaluate
+    from ...models import load_teacher
+
+    device = device or cfg.base.device
+    file = teacher_dir(out_dir, name) / TEACHER_EVAL
+    with grid.file_lock(Path(out_dir) / "locks" / f"teacher-eval-{name}.lock", wait=True):
+        bundle, rcfg = _attack_settings(cfg)
+        key = _eval_key(cfg, rcfg, teacher_path(cfg, out_dir, name))
+        if file.is_file():
+            cached = json.loads(file.read_text())
+            if cached.get("settings") == key:
+                return cached
+        model = load_teacher(key["teacher"], card=bundle.card, device=device)
+        pgd = evaluate(model, bundle.test, attack="pgd", eps=rcfg.eps, alpha=rcfg.alpha,
+                       steps=cfg.eval.pgd_steps, n=cfg.eval.n, batch_size=cfg.eval.batch_size,
+                       device=device)
+        record = {"settings": key, "clean_acc": pgd["clean_acc"], "pgd_acc": pgd["robust_acc"],
+                  "autoattack_acc": None}
+        if cfg.eval.autoattack:
+            aa = evaluate(model, bundle.test, attack="autoattack", eps=rcfg.eps,
+                          n=cfg.eval.autoattack_n, batch_size=cfg.eval.batch_size, device=device,
+                          aa_version=cfg.eval.autoattack_version,
+                          aa_attacks=cfg.eval.autoattack_attacks)
+            record["autoattack_acc"] = aa["robust_acc"]
+        io.write_json(file, record)
+        return record
