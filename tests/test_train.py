@@ -194,6 +194,25 @@ def test_channels_last_gives_the_same_training(digits):
         torch.testing.assert_close(states[0][k], states[1][k], rtol=1e-3, atol=1e-4)
 
 
+def test_channels_last_auto_is_on_for_conv_nets_on_the_cpu_only(digits):
+    from samplewise.train import use_channels_last
+    conv, mlp = create_model("cnn-small", digits.card), create_model("mlp", digits.card)
+    auto = _cfg()
+    assert auto.channels_last is None  # the default is auto
+    assert use_channels_last(auto, conv, "cpu") is True
+    assert use_channels_last(auto, mlp, "cpu") is False          # no convolution: nothing to gain
+    assert use_channels_last(auto, conv, "cuda") is False        # untested on CUDA: opt in only
+    assert use_channels_last(auto, conv, "cpu", ddp=True) is False
+    assert use_channels_last(_cfg(channels_last=False), conv, "cpu") is False
+    assert use_channels_last(_cfg(channels_last=True), mlp, "cuda") is True
+    # and fit really trains the conv net in NHWC by default
+    fit(conv, digits, build_objective("standard", eps=0.2, alpha=0.05, steps=0),
+        _cfg(epochs=1, model="cnn-small"))
+    weight = [m.weight for m in conv.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    assert weight.shape[1] > 1  # with one input channel both layouts count as contiguous
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+
+
 def test_bf16_autocast_trains(digits):
     """bf16 autocast (the GPU fast path) also runs on the CPU: it must still learn."""
     torch.manual_seed(0)

@@ -14,7 +14,8 @@ Items (each one or more rows of ``name, ours, reference, ratio, target, status, 
    (``torchattacks.PGD``, else a hand-written copy of it) and a plain SGD step.
 3. ``efficiency``: ideal epoch time (bare passes, see :data:`IDEAL_PASSES`) / measured epoch.
 4. ``aign``: AIGN tracking overhead (online and checkpoint mode) on standard training.
-5. ``saad``: SAAD epoch time against the distillation methods it builds on.
+5. ``saad``: SAAD epoch time against the distillation methods it builds on, and every
+   distillation method's epoch time relative to ``rslad``.
 6. ``selection``: coreset selection on 1.28 million synthetic scores, and the memory of a
    1.28M x 100-epoch score matrix.
 
@@ -54,7 +55,7 @@ from .errors import SamplewiseError
 from .models import create_model
 from .objectives import build_objective
 from .runinfo import __version__
-from .train import Hook, fit
+from .train import Hook, fit, use_channels_last
 
 log = logging.getLogger(__name__)
 
@@ -442,7 +443,8 @@ def bench_epoch(ctx: _Context) -> list[Row]:
                 paired_ratio(t["ref"], t["ours"]), "s/epoch",
                 f"speed-up: reference / ours seconds per epoch ({what})", (">=", 1.5),
                 _join(f"reference: DataLoader(num_workers=0) + per-sample torchvision transforms "
-                      f"+ {used['pgd']} + SGD step; ours: fit() wall time; median of "
+                      f"+ {used['pgd']} + SGD step; ours: fit() wall time with its defaults "
+                      f"(NHWC layout for conv nets on the CPU); median of "
                       f"{p.epoch_repeats} interleaved repeats", note))]
 
     # what the 1.5x target is about: the data path alone (load + augment one epoch)
@@ -511,10 +513,9 @@ def epoch_pass_times(ctx: _Context, bundle: DataBundle, model: nn.Module,
                      reps: int | None = None) -> list[tuple[int, dict[str, float]]]:
     """``[(batches, pass_times)]`` for an epoch's full batches and its last partial one.
 
-    The batches come from the loader :func:`fit` uses (same augmentation), because the layout
-    of a batch matters: a 1-channel batch made by the crop/flip gather has channel stride H*W,
-    an un-augmented one stride 1, and oneDNN picks a different (here ~25% slower / faster)
-    convolution path for each.
+    The batches come from the loader :func:`fit` uses (same augmentation), in the memory layout
+    :func:`fit` uses (NHWC for conv nets on the CPU), because the layout matters: oneDNN picks
+    a different convolution path for each (here up to ~2x apart).
     """
     from .data import InMemoryLoader
     n, b = len(bundle.train), ctx.plan.batch_size
@@ -526,7 +527,12 @@ def epoch_pass_times(ctx: _Context, bundle: DataBundle, model: nn.Module,
     out = [(n // b, batches[0])] if n >= b else []
     if n % b:
         out.append((1, batches[-1]))
-    return [(count, pass_times(model, x, y, ctx.device, reps)) for count, (x, y, _) in out]
+    fmt = torch.contiguous_format
+    if use_channels_last(ctx.cfg(bundle, "standard"), model, ctx.device):  # as fit() will run it
+        fmt = torch.channels_last
+        model.to(memory_format=fmt)
+    return [(count, pass_times(model, x.contiguous(memory_format=fmt), y, ctx.device, reps))
+            for count, (x, y, _) in out]
 
 
 def ideal_epoch_seconds(times: list[tuple[int, dict[str, float]]], objective: str, k: int,
@@ -599,15 +605,21 @@ def bench_aign(ctx: _Context) -> list[Row]:
 
 
 # ---------------------------------------------------------------------------- 5. SAAD
+DISTILL_METHODS = ("ard", "rslad", "iad", "adaad", "igdm", "saad", "saad-measured")
+
+
 def bench_saad(ctx: _Context) -> list[Row]:
-    """Epoch time of saad (and saad-measured) against rslad, adaad and igdm."""
+    """Epoch time of saad against the methods it builds on (igdm, adaad; the target), and of
+    every distillation method relative to rslad (reported; docs/distillation.md lists them)."""
     p = ctx.plan
     bundle, note = ctx.data(p.small_dataset, p.saad_size)
     teacher = ctx.model(bundle, seed=1, width=2).eval()
-    methods = ("rslad", "adaad", "igdm", "saad", "saad-measured")
+    methods = DISTILL_METHODS
 
     def run(name: str) -> Callable[[], float]:
-        return lambda: _fit_epoch(ctx, bundle, ctx.model(bundle), name, p.saad_steps, teacher=teacher)
+        kw = {"warmup": 0.0} if name == "iad" else {}  # time iad with its introspection term on
+        return lambda: _fit_epoch(ctx, bundle, ctx.model(bundle), name, p.saad_steps,
+                                  teacher=teacher, **kw)
 
     secs: dict[str, list[float]] = {m: [] for m in methods}
     for m in methods if p.warmup else ():
@@ -617,13 +629,18 @@ def bench_saad(ctx: _Context) -> list[Row]:
             secs[m].append(run(m)())
     what = (f"{bundle.card.name} {len(bundle.train)} samples, cnn-small student, cnn-small width-2 "
             f"teacher (untrained), k={p.saad_steps}, fit() epoch seconds, median of {p.slow_repeats}")
+    pairs = [("saad", "igdm", ("<=", 1.05)), ("saad", "adaad", None),
+             ("saad-measured", "igdm", None)]
+    pairs += [(m, "rslad", None) for m in methods if m != "rslad"]
     rows = []
-    for ours, base, target in (("saad", "igdm", ("<=", 1.05)), ("saad", "adaad", None),
-                               ("saad", "rslad", None), ("saad-measured", "igdm", None)):
+    for ours, base, target in pairs:
+        why = "saad builds on igdm (AdaAD + IGDM term)" if base == "igdm" else ""
+        if ours == "iad":
+            why = "iad timed with warmup=0 (its introspection term on from the first epoch)"
         rows.append(Row(f"{ours} vs {base} epoch", statistics.median(secs[ours]),
                         statistics.median(secs[base]), paired_ratio(secs[ours], secs[base]),
                         "s/epoch", f"{ours} / {base} seconds per epoch ({what})", target,
-                        _join("saad builds on igdm (AdaAD + IGDM term)" if base == "igdm" else "", note)))
+                        _join(why, note)))
     return rows
 
 
@@ -734,42 +751,46 @@ def _bf16_hardware() -> bool | None:
 
 
 def bench_fastpaths(ctx: _Context) -> list[Row]:
-    """The TrainConfig speed flags on this device: a pgd-at epoch with ``channels_last`` and
-    with ``amp="bf16"`` against the default float32 NCHW epoch (reported, no target)."""
+    """The TrainConfig speed flags on this device: a pgd-at epoch in the NHWC layout
+    (``channels_last``; the CPU default for conv nets) against NCHW, and with ``amp="bf16"``
+    against the same epoch without it (reported, no target)."""
     p = ctx.plan
     bundle, note = ctx.data(p.epoch_dataset, p.fastpath_size)
-    flags = {"channels_last": {"channels_last": True}, "bf16 autocast": {"amp": "bf16"}}
-    known = TrainConfig.__dataclass_fields__
-    flags = {k: v for k, v in flags.items() if set(v) <= set(known)}
-    rows = [Row(f"pgd-at epoch {name}", None, None, None, "s/epoch", "speed-up over float32 NCHW",
-                None, "skipped: TrainConfig has no such flag yet", skipped=True)
-            for name in ("channels_last", "bf16 autocast") if name not in flags]
+    # name -> (flags of the measured epoch, flags of its baseline)
+    pairs = {"channels_last": ({"channels_last": True}, {"channels_last": False}),
+             "bf16 autocast": ({"amp": "bf16"}, {})}
 
     def run(kw: dict) -> Callable[[], float]:
         def go():
             cfg = replace(ctx.cfg(bundle, "pgd-at", 1, p.steps), **kw)
             res = fit(ctx.model(bundle), bundle, _objective("pgd-at", bundle, p.steps), cfg,
                       device=ctx.device)
-            secs.setdefault(tuple(kw.items()), []).append(res.metrics[0]["seconds"])
+            secs.setdefault(tuple(sorted(kw.items())), []).append(res.metrics[0]["seconds"])
         return go
 
-    rows.append(_layout_row(ctx, bundle, note))
+    rows = [_layout_row(ctx, bundle, note)]
     secs: dict[tuple, list[float]] = {}
-    fns = {"fp32": run({}), **{name: run(kw) for name, kw in flags.items()}}
+    variants = {tuple(sorted(kw.items())): kw for pair in pairs.values() for kw in pair}
+    fns = {str(key): run(kw) for key, kw in variants.items()}
     if p.warmup:
         interleaved(fns, 1, ctx.device)
         secs.clear()
     interleaved(fns, p.slow_repeats, ctx.device)
-    base = secs[()]
     hw = _bf16_hardware()
-    for name, kw in flags.items():
-        t = secs[tuple(kw.items())]
-        why = "same maths, NHWC memory layout (pays on CUDA tensor cores)" if "channels_last" in kw \
-            else ("convolutions and matmuls in bfloat16 (attack steps too, inside the objective); "
-                  f"oneDNN bf16 support on this CPU: {hw}")
+    default_nhwc = ctx.cfg(bundle, "pgd-at").channels_last is None and ctx.device.type == "cpu"
+    for name, (kw, base_kw) in pairs.items():
+        t, base = secs[tuple(sorted(kw.items()))], secs[tuple(sorted(base_kw.items()))]
+        if "channels_last" in kw:
+            vs = "NCHW"
+            why = ("same maths, NHWC memory layout: oneDNN's NHWC convolutions"
+                   + (" (on by default for conv nets on the CPU)" if default_nhwc else ""))
+        else:
+            vs = "the default layout in float32"
+            why = ("convolutions and matmuls in bfloat16 (attack steps too, inside the objective); "
+                   f"oneDNN bf16 support on this CPU: {hw}")
         rows.append(Row(f"pgd-at epoch {name}", statistics.median(t), statistics.median(base),
                         paired_ratio(base, t), "s/epoch",
-                        f"speed-up: float32 NCHW / {name} seconds per epoch ({bundle.card.name} "
+                        f"speed-up: {vs} / {name} seconds per epoch ({bundle.card.name} "
                         f"{len(bundle.train)} samples, PGD-{p.steps}, {ctx.device.type})", None,
                         _join(why, f"fit() epoch seconds, median of {p.slow_repeats}; accuracy "
                               "effects not measured here", note)))

@@ -46,7 +46,8 @@ def _common_train(p: argparse.ArgumentParser, distill: bool = False) -> None:
     p.add_argument("--train-size", type=int, help="seeded stratified sample of the training set")
     p.add_argument("--seed", type=int), p.add_argument("--device", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--amp", choices=["bf16"], help="bf16 autocast of the training step")
-    p.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory layout")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory layout (default: on for conv nets on the CPU, off on CUDA)")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")

@@ -60,7 +60,7 @@ class TrainConfig:
     grad_clip: Optional[float] = None
     swa_start: Optional[float] = None      # fraction of epochs after which the weights are averaged
     device: str = "cpu"
-    channels_last: bool = False            # NHWC memory layout (fast on CUDA tensor cores)
+    channels_last: Optional[bool] = None   # NHWC layout; None: auto (on for conv nets on the CPU)
     amp: Optional[str] = None              # None | "bf16": autocast the training step
     compile: bool = False                  # torch.compile the model used in the step
     threads: Optional[int] = None

@@ -57,7 +57,9 @@ CELLS_DIR = "cells"
 AUTOATTACK_FILE = "autoattack.json"
 TOP_KEYS = ("study", "base", "grid", "seeds", "eval")
 #: TrainConfig keys a cell's settings may differ in from its saved config.yaml without being stale
-_VOLATILE = ("eps", "alpha", "progress", "device", "threads", "data_root", "download", "subset")
+#: (channels_last and compile change the speed, not the maths)
+_VOLATILE = ("eps", "alpha", "progress", "device", "threads", "data_root", "download", "subset",
+             "channels_last", "compile")
 
 
 # ----------------------------------------------------------------------------- configuration
