@@ -147,3 +147,17 @@ def test_cli_distill(tmp_path, given_teacher, capsys):
     with pytest.raises(SamplewiseError, match="i/n"):
         study_cmd.run(parser.parse_args(["distill", "--config", str(path), "--out",
                                          str(tmp_path / "out"), "--cells", "3"]))
+
+
+def test_a_worker_skips_a_teacher_another_worker_is_training(tmp_path, given_teacher):
+    """ensure_teacher(wait=False) leaves a teacher whose lock is held to its holder, so that two
+    workers train two different teachers at once instead of queueing on the first."""
+    cfg = distill.load_distill_config(raw(given_teacher))
+    name = next(t.name for t in cfg.sections["teachers"] if t.train is not None)
+    out = tmp_path / "study"
+    with grid.file_lock(out / "locks" / f"teacher-{name}.lock", wait=True) as mine:
+        assert mine
+        assert distill.ensure_teacher(cfg, out, name, wait=False) is None
+        assert not (out / "teachers" / name).exists()  # nothing trained, nothing written
+    path = distill.ensure_teacher(cfg, out, name, wait=False)  # free now: trained here
+    assert path is not None and grid.is_finished(out / "teachers" / name)

@@ -20,7 +20,8 @@ def run_distill_study(config, out_dir, cells=None, *, device: Optional[str] = No
         config: a YAML path, a mapping or a parsed :class:`StudyConfig`.
         out_dir: the study directory (``teachers/``, ``cells/``, results, plots).
         cells: ``"i/n"`` to run only the i-th of n shares of the cells; the teachers this share
-            needs are trained first (one process per teacher, under a lock). Without it, every
+            needs are trained first (one process per teacher, under a lock; a worker trains the
+            teachers no other worker is busy with before it waits for the others). Without it, every
             unfinished cell runs (and every teacher is trained).
         device: overrides the config's device.
 
@@ -38,7 +39,9 @@ def run_distill_study(config, out_dir, cells=None, *, device: Optional[str] = No
     wanted = [t for t in cfg.grid["teacher"]
               if any(c.params["teacher"] == t for c in todo)] if share else \
         list(cfg.grid["teacher"])
-    for name in wanted:
+    # first the teachers no other worker is training, then wait for the rest
+    busy = [name for name in wanted if ensure_teacher(cfg, out, name, device=device, wait=False) is None]
+    for name in busy:
         ensure_teacher(cfg, out, name, device=device)
     ran = grid.run_cells(all_cells, out, cfg.eval, share=share, device=device)
     transfer_cells(cfg, todo, out, device=device)

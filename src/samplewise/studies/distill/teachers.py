@@ -42,16 +42,23 @@ def teacher_train_config(cfg: StudyConfig, name: str) -> TrainConfig:
                                eval_steps=cfg.eval.pgd_steps)
 
 
-def ensure_teacher(cfg: StudyConfig, out_dir, name: str, *, device: Optional[str] = None) -> str:
+def ensure_teacher(cfg: StudyConfig, out_dir, name: str, *, device: Optional[str] = None,
+                   wait: bool = True) -> Optional[str]:
     """Train (or resume) a ``train:`` teacher unless finished (one process at a time), then
-    make sure its evaluation is cached; returns the teacher's path."""
+    make sure its evaluation is cached; returns the teacher's path.
+
+    With ``wait=False`` a teacher that another process is training right now is left to it and
+    None is returned at once, so that parallel workers each train a different teacher first.
+    """
     from ...runs import run_training
     from ...train import CHECKPOINT
 
     spec = teacher_spec(cfg, name)
     if spec.train is not None:
         path = teacher_dir(out_dir, name)
-        with grid.file_lock(Path(out_dir) / "locks" / f"teacher-{name}.lock", wait=True):
+        with grid.file_lock(Path(out_dir) / "locks" / f"teacher-{name}.lock", wait=wait) as mine:
+            if not mine:
+                return None
             if not grid.is_finished(path):
                 tcfg = teacher_train_config(cfg, name)
                 if tcfg.threads:
