@@ -343,6 +343,23 @@ def test_ema_is_indexed_by_dataset_index_not_batch_order():
         assert a["ema_values"][i].item() == pytest.approx(0.5 * s1[i] + 0.5 * s2[i])
 
 
+def test_bound_ema_is_sized_once_and_gives_the_same_values(monkeypatch):
+    """After fit's bind() the EMA is sized from the split up front (no int(idx.max()) sync in
+    the step); the smoothed values are those of the unbound, grow-on-demand objective."""
+    batches = [([10, 3], [1.0, 0.0]), ([7, 0], [1.0, 0.0]), ([3, 10], [1.0, 1.0])]
+    free, bound = _measured(), _measured()
+    bound.bind(torch.tensor([0, 3, 7, 10, 12]))
+    sizes = []
+    real_grow = type(bound)._grow
+    monkeypatch.setattr(type(bound), "_grow", lambda self, n, like: (sizes.append(n), real_grow(self, n, like)))
+    for b, sig in batches:
+        want = free.smooth_signal(torch.tensor(sig), torch.tensor(b))
+        got = bound.smooth_signal(torch.tensor(sig), torch.tensor(b))
+        assert torch.equal(want, got)
+    assert sizes[1::2] == [13, 13, 13]  # bound: the split's size every time, never the batch's
+    assert len(bound.state_dict()["ema_values"]) == 13
+
+
 def test_ema_through_the_objective_ignores_batch_order(batch):
     x, y, idx = batch
     T = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))

@@ -265,3 +265,21 @@ def test_score_cli_refuses_adversarial_objective(tmp_path, capsys):
     assert main(["score", "--epochs", "1", "--out", str(tmp_path / "x"),
                  "--set", "objective=trades"]) == 2
     assert "standard training" in capsys.readouterr().err
+
+
+def test_untracked_indices_are_refused_now_on_the_cpu_and_at_epoch_end_when_deferred():
+    """On the CPU a batch with an untracked dataset index fails at once; with deferred checks
+    (the default off the CPU, where a per-step check would sync) it fails at the epoch end."""
+    tr = TrainingDynamicsTracker()
+    tr._bind(torch.tensor([2, 5, 9]))
+    assert tr.rows(torch.tensor([9, 2])).tolist() == [2, 0]
+    with pytest.raises(SamplewiseError, match="does not track"):
+        tr.rows(torch.tensor([5, 6]))
+    tr.defer_checks = True
+    tr.rows(torch.tensor([5, 9]))
+    tr.check_rows()  # all tracked: nothing to report
+    tr.rows(torch.tensor([5, 6]))  # no error yet ...
+    tr.rows(torch.tensor([2]))
+    with pytest.raises(SamplewiseError, match="does not track"):
+        tr.check_rows()  # ... but at the check
+    tr.check_rows()  # the flag was consumed

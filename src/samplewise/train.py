@@ -121,6 +121,7 @@ def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainCo
     loader = InMemoryLoader(train_split, batch_size=cfg.batch_size, shuffle=True, augment=augment,
                             card=bundle.card, seed=cfg.seed, device=device, rank=rank,
                             world_size=world_size)
+    objective.bind(train_split.index)
     model.to(device)
     nhwc = use_channels_last(cfg, model, device, ddp=ddp_model is not None)
     step_model = _fast_paths(model, ddp_model, cfg, nhwc)

@@ -59,6 +59,11 @@ class Objective:
                  ctx: StepContext) -> dict:
         raise NotImplementedError
 
+    def bind(self, index: torch.Tensor) -> None:
+        """Called by :func:`samplewise.train.fit` before the first step with the dataset indices
+        it trains on (CPU int64), so that per-sample state can be sized up front instead of
+        inside the step loop (a host-device sync on CUDA). The base class ignores it."""
+
     def settings(self) -> dict:
         """Plain-data description of the objective, written into results."""
         return {"name": self.name, "eps": self.eps, "alpha": self.alpha, "steps": self.steps}

@@ -130,6 +130,11 @@ class SAAD(Distiller):
         super().__init__(teacher=teacher, eps=eps, alpha=alpha, steps=steps, **options)
         self._ema_values: torch.Tensor | None = None  # per dataset index, grown on demand
         self._ema_seen: torch.Tensor | None = None
+        self._index_size: int | None = None  # max dataset index + 1, when fit() has told us
+
+    def bind(self, index: torch.Tensor) -> None:
+        """Size the per-sample EMA from the training split once, so the step never syncs."""
+        self._index_size = int(index.max()) + 1 if len(index) else 0
 
     def _check_options(self) -> None:
         for key, choices in (("signal", SIGNALS), ("center", CENTERS), ("normalize", NORMALIZATIONS),
@@ -149,7 +154,8 @@ class SAAD(Distiller):
         """Update the per-sample EMA at dataset indices ``idx`` with ``s``; return the smoothed signal.
 
         ``m_i ← μ·m_i + (1 − μ)·s_i`` (``m_i = s_i`` the first time ``i`` is seen). The state grows
-        on demand to ``max(idx) + 1`` entries, so it does not depend on batch order. Without
+        on demand to ``max(idx) + 1`` entries (at once to the split's size after :meth:`bind`), so it
+        does not depend on batch order. Without
         ``ema`` the signal is returned unchanged.
 
         Example:
@@ -159,7 +165,8 @@ class SAAD(Distiller):
         if self.ema is None:
             return s
         idx = idx.to(s.device).long()
-        self._grow(int(idx.max()) + 1, s)
+        # bound by fit(): sized once, no sync; used on its own: grow to this batch (one sync)
+        self._grow(self._index_size if self._index_size is not None else int(idx.max()) + 1, s)
         prev, seen = self._ema_values[idx], self._ema_seen[idx]
         new = torch.where(seen, self.ema * prev + (1 - self.ema) * s.detach(), s.detach())
         self._ema_values[idx] = new

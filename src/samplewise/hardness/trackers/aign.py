@@ -171,6 +171,7 @@ class OnlineAIGNTracker(_Tracker):
         self._count.index_add_(0, rows, torch.ones_like(norms, dtype=torch.float32))
 
     def on_epoch_end(self, model: nn.Module, epoch: int) -> dict | None:
+        self.check_rows()
         if not self.tracks(epoch) or self._epoch != epoch:
             return None
         distributed.all_reduce_sum(self._sum)

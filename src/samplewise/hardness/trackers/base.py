@@ -11,6 +11,9 @@ from ...errors import SamplewiseError
 from ...train import Hook
 
 
+_UNTRACKED = "a batch holds dataset indices this tracker does not track"
+
+
 class _Tracker(Hook):
     """Shared plumbing: the tracked dataset indices (sorted) and the epoch schedule."""
 
@@ -22,6 +25,10 @@ class _Tracker(Hook):
         self.track_every = track_every
         self.index: torch.Tensor | None = None  # sorted dataset indices, CPU int64
         self._index_on: dict[str, torch.Tensor] = {}
+        #: check a batch's indices at once (None: on the CPU, where it costs nothing) or collect
+        #: the check on the device and read it once per epoch (:meth:`check_rows`; no sync per step)
+        self.defer_checks: bool | None = None
+        self._bad_rows: torch.Tensor | None = None
 
     def tracks(self, epoch: int) -> bool:
         """Whether epoch ``epoch`` (0-based) is tracked: every ``track_every``-th epoch."""
@@ -42,9 +49,19 @@ class _Tracker(Hook):
             self._index_on[key] = self.index.to(idx.device)
         ref = self._index_on[key]
         pos = torch.searchsorted(ref, idx).clamp_(max=len(ref) - 1)
-        if not bool((ref[pos] == idx).all()):
-            raise SamplewiseError("a batch holds dataset indices this tracker does not track")
+        bad = (ref[pos] != idx).any()
+        defer = self.defer_checks if self.defer_checks is not None else idx.device.type != "cpu"
+        if defer:
+            self._bad_rows = bad if self._bad_rows is None else self._bad_rows | bad
+        elif bool(bad):
+            raise SamplewiseError(_UNTRACKED)
         return pos
+
+    def check_rows(self) -> None:
+        """Raise if any batch since the last check held an untracked index (deferred checks)."""
+        bad, self._bad_rows = self._bad_rows, None
+        if bad is not None and bool(bad):
+            raise SamplewiseError(_UNTRACKED)
 
     def _check_state(self, state: dict, **expected) -> None:
         """Refuse a saved state from another kind of tracker, setting or training split."""

@@ -76,6 +76,7 @@ class TrainingDynamicsTracker(_Tracker):
 
     def on_epoch_end(self, model: nn.Module, epoch: int) -> dict | None:
         """Merge the ranks' views of this epoch (a no-op for a single process)."""
+        self.check_rows()
         if distributed.current().enabled:
             self._merge_ranks(self._start)
         self._start = self._snapshot()
