@@ -1,0 +1,173 @@
+"""Items 1 and 2: PGD-10 throughput against torchattacks, and a pgd-at epoch of fit() against the
+obvious DataLoader + torchattacks reference."""
+
+from __future__ import annotations
+
+import copy
+import statistics
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..attacks import pgd
+from ..data import DataBundle
+from ..train import fit
+from .core import (NO_TORCHATTACKS, Row, _Context, _batch, _objective, _torchattacks, interleaved,
+                   paired_ratio, _join)
+
+
+# ---------------------------------------------------------------------------- 1. PGD throughput
+def bench_pgd(ctx: _Context) -> list[Row]:
+    """PGD-k samples per second: :func:`samplewise.attacks.pgd` vs ``torchattacks.PGD``."""
+    p = ctx.plan
+    bundle, note = ctx.data(p.pgd_dataset, None)
+    card = bundle.card
+    model = ctx.model(bundle)
+    x, y = _batch(bundle, p.pgd_batch, ctx.device)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    name = f"pgd-{p.steps} throughput"
+    measure = f"samples/s, ours / torchattacks.PGD ({card.name}, batch {len(y)}, cnn-small)"
+    ours = lambda: pgd(model, x, y, eps=card.eps, alpha=card.alpha, steps=p.steps,  # noqa: E731
+                       generator=gen)
+    ta = _torchattacks()
+    fns = {"ours": ours}
+    if ta is not None:
+        attack = ta.PGD(model, eps=card.eps, alpha=card.alpha, steps=p.steps, random_start=True)
+        fns["ref"] = lambda: attack(x, y)
+    if p.warmup:
+        interleaved(fns, 1, ctx.device)
+    t = interleaved(fns, max(2, p.repeats), ctx.device)
+    ours_tp = len(y) / statistics.median(t["ours"])
+    if ta is None:
+        return [Row(name, ours_tp, None, None, "samples/s", measure, (">=", 1.0),
+                    _join(NO_TORCHATTACKS, note), skipped=True)]
+    return [Row(name, ours_tp, len(y) / statistics.median(t["ref"]), paired_ratio(t["ref"], t["ours"]),
+                "samples/s", measure, (">=", 1.0),
+                _join(f"median of {max(2, p.repeats)} interleaved repeats", note))]
+
+
+# ---------------------------------------------------------------------------- 2. pgd-at epoch
+class _UInt8Dataset(torch.utils.data.Dataset):
+    """What torchvision's MNIST-style datasets do: uint8 images, a PIL image per sample, then the
+    per-sample transform."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, transform):
+        self.x, self.y, self.transform = x, y, transform
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+        img = self.x[i]
+        img = Image.fromarray(img[0].numpy(), mode="L") if img.shape[0] == 1 else \
+            Image.fromarray(img.permute(1, 2, 0).numpy())
+        return self.transform(img), int(self.y[i])
+
+
+def reference_loader(bundle: DataBundle, batch_size: int, seed: int = 0):
+    """``DataLoader`` (``num_workers=0``, shuffled) over per-sample torchvision transforms:
+    RandomCrop(pad) + RandomHorizontalFlip (when the dataset card asks for them) + ToTensor."""
+    from torchvision import transforms
+    card = bundle.card
+    steps = []
+    if card.crop_pad > 0:
+        steps.append(transforms.RandomCrop(card.shape[1:], padding=card.crop_pad))
+    if card.flip:
+        steps.append(transforms.RandomHorizontalFlip())
+    steps.append(transforms.ToTensor())
+    ds = _UInt8Dataset(bundle.train.x, bundle.train.y, transforms.Compose(steps))
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True,
+                                       generator=torch.Generator().manual_seed(seed))
+
+
+def plain_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float,
+              steps: int) -> torch.Tensor:
+    """The reference's PGD when torchattacks is absent: torchattacks' ``PGD.forward`` written out
+    (uniform start, mean CE, ``torch.autograd.grad``, clamp to the ε-ball and [0, 1])."""
+    was = model.training
+    model.eval()
+    x = x.clone().detach()
+    adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1).detach()
+    for _ in range(steps):
+        adv.requires_grad = True
+        grad = torch.autograd.grad(F.cross_entropy(model(adv), y), adv)[0]
+        adv = adv.detach() + alpha * grad.sign()
+        adv = (x + (adv - x).clamp(-eps, eps)).clamp(0, 1).detach()
+    model.train(was)
+    return adv
+
+
+def reference_epoch(model: nn.Module, bundle: DataBundle, *, steps: int, batch_size: int,
+                    device: torch.device, lr: float = 0.1, seed: int = 0) -> str:
+    """One PGD-AT epoch the obvious way; returns which PGD it used."""
+    card = bundle.card
+    ta = _torchattacks()
+    attack = ta.PGD(model, eps=card.eps, alpha=card.alpha, steps=steps, random_start=True) \
+        if ta is not None else None
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    model.train()
+    for x, y in reference_loader(bundle, batch_size, seed):
+        x, y = x.to(device), y.to(device)
+        x_adv = attack(x, y) if attack is not None else \
+            plain_pgd(model, x, y, eps=card.eps, alpha=card.alpha, steps=steps)
+        loss = F.cross_entropy(model(x_adv), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return "torchattacks.PGD" if attack is not None else "hand-written PGD (torchattacks absent)"
+
+
+def bench_epoch(ctx: _Context) -> list[Row]:
+    """A pgd-at epoch of fit() vs DataLoader + per-sample transforms + PGD + SGD step."""
+    from ..data import InMemoryLoader
+    p = ctx.plan
+    bundle, note = ctx.data(p.epoch_dataset, p.epoch_size)
+    init = copy.deepcopy(ctx.model(bundle).state_dict())
+    used = {}
+
+    def fresh() -> nn.Module:
+        m = ctx.model(bundle)
+        m.load_state_dict(init)
+        return m
+
+    def ours():
+        fit(fresh(), bundle, _objective("pgd-at", bundle, p.steps),
+            ctx.cfg(bundle, "pgd-at", 1, p.steps), device=ctx.device)
+
+    def ref():
+        used["pgd"] = reference_epoch(fresh(), bundle, steps=p.steps, batch_size=p.batch_size,
+                                      device=ctx.device)
+
+    t = interleaved({"ours": ours, "ref": ref}, p.epoch_repeats, ctx.device)
+    what = f"{bundle.card.name} {len(bundle.train)} samples, cnn-small, batch {p.batch_size}, PGD-{p.steps}"
+    rows = [Row("pgd-at epoch", statistics.median(t["ours"]), statistics.median(t["ref"]),
+                paired_ratio(t["ref"], t["ours"]), "s/epoch",
+                f"speed-up: reference / ours seconds per epoch ({what})", (">=", 1.5),
+                _join(f"reference: DataLoader(num_workers=0) + per-sample torchvision transforms "
+                      f"+ {used['pgd']} + SGD step; ours: fit() wall time with its defaults "
+                      f"(NHWC layout for conv nets on the CPU); median of "
+                      f"{p.epoch_repeats} interleaved repeats", note))]
+
+    # what the 1.5x target is about: the data path alone (load + augment one epoch)
+    loader = InMemoryLoader(bundle.train, batch_size=p.batch_size, augment=True, card=bundle.card,
+                            device=ctx.device)
+
+    def ours_load():
+        for _ in loader:
+            pass
+
+    def ref_load():
+        for x, _ in reference_loader(bundle, p.batch_size):
+            x.to(ctx.device)
+
+    t = interleaved({"ours": ours_load, "ref": ref_load}, p.repeats, ctx.device)
+    rows.append(Row("data path of an epoch", statistics.median(t["ours"]), statistics.median(t["ref"]),
+                    paired_ratio(t["ref"], t["ours"]), "s/epoch",
+                    f"speed-up: DataLoader + per-sample transforms / InMemoryLoader ({bundle.card.name} "
+                    f"{len(bundle.train)} samples, crop+flip as the card says)", None,
+                    _join("loading and augmentation only, no model", note)))
+    return rows
+
+

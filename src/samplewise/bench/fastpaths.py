@@ -1,0 +1,100 @@
+"""Item 7: the speed flags on this device (memory layout, bf16 autocast) and the 1-channel batch
+layout."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import replace
+from typing import Callable
+
+import torch
+
+from ..data import DataBundle
+from ..train import fit
+from .core import Row, _Context, _objective, interleaved, paired_ratio, _join
+from .training import pass_times
+
+
+# ---------------------------------------------------------------------------- 7. fast paths
+def _bf16_hardware() -> bool | None:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def bench_fastpaths(ctx: _Context) -> list[Row]:
+    """The TrainConfig speed flags on this device: a pgd-at epoch in the NHWC layout
+    (``channels_last``; the CPU default for conv nets) against NCHW, and with ``amp="bf16"``
+    against the same epoch without it (reported, no target)."""
+    p = ctx.plan
+    bundle, note = ctx.data(p.epoch_dataset, p.fastpath_size)
+    # name -> (flags of the measured epoch, flags of its baseline)
+    pairs = {"channels_last": ({"channels_last": True}, {"channels_last": False}),
+             "bf16 autocast": ({"amp": "bf16"}, {})}
+
+    def run(kw: dict) -> Callable[[], float]:
+        def go():
+            cfg = replace(ctx.cfg(bundle, "pgd-at", 1, p.steps), **kw)
+            res = fit(ctx.model(bundle), bundle, _objective("pgd-at", bundle, p.steps), cfg,
+                      device=ctx.device)
+            secs.setdefault(tuple(sorted(kw.items())), []).append(res.metrics[0]["seconds"])
+        return go
+
+    rows = [_layout_row(ctx, bundle, note)]
+    secs: dict[tuple, list[float]] = {}
+    variants = {tuple(sorted(kw.items())): kw for pair in pairs.values() for kw in pair}
+    fns = {str(key): run(kw) for key, kw in variants.items()}
+    if p.warmup:
+        interleaved(fns, 1, ctx.device)
+        secs.clear()
+    interleaved(fns, p.slow_repeats, ctx.device)
+    hw = _bf16_hardware()
+    default_nhwc = ctx.cfg(bundle, "pgd-at").channels_last is None and ctx.device.type == "cpu"
+    for name, (kw, base_kw) in pairs.items():
+        t, base = secs[tuple(sorted(kw.items()))], secs[tuple(sorted(base_kw.items()))]
+        if "channels_last" in kw:
+            vs = "NCHW"
+            why = ("same maths, NHWC memory layout: oneDNN's NHWC convolutions"
+                   + (" (on by default for conv nets on the CPU)" if default_nhwc else ""))
+        else:
+            vs = "the default layout in float32"
+            why = ("convolutions and matmuls in bfloat16 (attack steps too, inside the objective); "
+                   f"oneDNN bf16 support on this CPU: {hw}")
+        rows.append(Row(f"pgd-at epoch {name}", statistics.median(t), statistics.median(base),
+                        paired_ratio(base, t), "s/epoch",
+                        f"speed-up: {vs} / {name} seconds per epoch ({bundle.card.name} "
+                        f"{len(bundle.train)} samples, PGD-{p.steps}, {ctx.device.type})", None,
+                        _join(why, f"fit() epoch seconds, median of {p.slow_repeats}; accuracy "
+                              "effects not measured here", note)))
+    return rows
+
+
+def _layout_row(ctx: _Context, bundle: DataBundle, note: str) -> Row:
+    """A 1-channel batch as the crop/flip gather makes it (channel stride H*W) against the same
+    values with channel stride 1, which oneDNN runs on its channels-last convolution path."""
+    from ..data import InMemoryLoader
+    name, measure = "1-channel batch layout", "speed-up of a bare forward+backward: channel " \
+        "stride H*W (augmented batch) / channel stride 1"
+    x, y, _ = next(iter(InMemoryLoader(bundle.train, batch_size=ctx.plan.batch_size, augment=True,
+                                       card=bundle.card, device=ctx.device)))
+    if x.shape[1] != 1:
+        return Row(name, None, None, None, "s/batch", measure, None,
+                   f"skipped: {bundle.card.name} has {x.shape[1]} channels", skipped=True)
+    b, _, h, w = x.shape
+    gathered = x.reshape(b, h * w).as_strided(x.shape, (h * w, h * w, w, 1))
+    strided = x.reshape(b, h, w, 1).permute(0, 3, 1, 2)  # a free view: channel stride 1
+    model = ctx.model(bundle)
+    reps = max(3, 3 * ctx.plan.slow_repeats)
+    t = {k: [] for k in ("hw", "one")}
+    for _ in range(reps):  # interleaved, one pass each
+        for key, xx in (("hw", gathered), ("one", strided)):
+            t[key].append(pass_times(model, xx, y, ctx.device, 1)["fb"])
+    return Row(name, statistics.median(t["one"]), statistics.median(t["hw"]),
+               paired_ratio(t["hw"], t["one"]), "s/batch", f"{measure} ({bundle.card.name}, batch "
+               f"{len(y)}, cnn-small)", None,
+               _join("same values, same shape; only the stride of the size-1 channel dimension "
+                     "differs (InMemoryLoader's augmented batches have H*W, its plain ones 1)",
+                     f"median of {reps}", note))
+
+
