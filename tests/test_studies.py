@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -303,6 +304,37 @@ def test_digits_study_rerun_skips_finished_cells_and_adds_autoattack(digits_stud
     assert easy.rstrip(" |").endswith(f"| {100 * aa['robust_acc']:.2f}")   # one seed: no ±
     run_coreset_study(config, out, cells="1/3")
     assert {p: p.stat().st_mtime_ns for p in cached} == cached
+
+
+def test_report_writes_the_progress_without_running_anything(digits_study, tmp_path, capsys,
+                                                              monkeypatch):
+    """--report: tables and plots from the cells finished so far, nothing trained or evaluated
+    (here one cell of the finished study is taken away, as if its share were still running)."""
+    src, _ = digits_study
+    out = tmp_path / "copy"
+    shutil.copytree(src, out)
+    gone = sorted(p.name for p in (out / "cells").iterdir())[0]
+    shutil.rmtree(out / "cells" / gone)
+    monkeypatch.setattr("samplewise.runs.run_training", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr("samplewise.studies.grid.autoattack_cell",
+                        lambda *a, **k: pytest.fail("evaluated"))
+    parser = argparse.ArgumentParser()
+    study_cmd.add_arguments(parser)
+    args = parser.parse_args(["coreset", "--config", str(DIGITS_CONFIG), "--out", str(out),
+                              "--report"])
+    assert study_cmd.run(args) == 0
+    assert f"5/6 cells finished; missing: {gone}" in capsys.readouterr().out
+    assert not (out / "cells" / gone).exists()
+    assert "not finished yet" in (out / "results.md").read_text()
+    with open(out / "results.csv") as fh:
+        assert gone not in {r["cell"] for r in csv.DictReader(fh)}
+    for argv, message in ((["--out", str(tmp_path / "none"), "--report"], "does not exist"),
+                          (["--out", str(tmp_path), "--report"], "no finished scoring run"),
+                          (["--out", str(out), "--report", "--cells", "1/2"], "drop --cells")):
+        args = parser.parse_args(["coreset", "--config", str(DIGITS_CONFIG), *argv])
+        with pytest.raises(SamplewiseError, match=message):
+            study_cmd.run(args)
+    assert not (tmp_path / "none").exists()
 
 
 def test_study_command(digits_study, capsys, monkeypatch):

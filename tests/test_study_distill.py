@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,24 @@ def test_study_end_to_end(tmp_path, given_teacher):
     res2 = distill.run_distill_study(raw(given_teacher), out)
     assert set(res2["ran"].values()) == {"already finished"}
     assert mtimes(out) == seen and digest(trained) == trained_digest
+
+
+def test_report_only_runs_nothing(tmp_path, given_teacher, monkeypatch):
+    out = tmp_path / "study"
+    cfg = raw(given_teacher)
+    cfg["grid"]["methods"] = ["ard"]
+    distill.run_distill_study(cfg, out, cells="1/2")  # half of the cells, both teachers
+    seen = mtimes(out)
+    monkeypatch.setattr("samplewise.runs.run_training", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr(sys.modules["samplewise.evaluate"], "evaluate",
+                        lambda *a, **k: pytest.fail("evaluated"))
+    res = distill.run_distill_study(cfg, out, report_only=True)
+    assert res["ran"] == {} and res["cells_finished"] == 1 and len(res["missing"]) == 1
+    # the share's teacher has its cached evaluation; the other share's was never trained
+    assert res["teachers"]["given"] is not None and res["teachers"]["mlp-trades"] is None
+    assert mtimes(out) == seen and (out / "results.md").is_file()
+    with pytest.raises(SamplewiseError, match="does not exist"):
+        distill.run_distill_study(cfg, tmp_path / "nothing", report_only=True)
 
 
 def test_cells_shares_partition(tmp_path, given_teacher):

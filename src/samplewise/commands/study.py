@@ -28,6 +28,16 @@ def _common(p: argparse.ArgumentParser) -> None:
                    "(1-based, round-robin over the sorted cell ids; for SLURM job arrays); a "
                    "rerun without it runs what is left and merges every finished cell")
     p.add_argument("--device", help="override the config's device")
+    p.add_argument("--report", action="store_true",
+                   help="run nothing: write the tables and plots of the cells finished so far "
+                        "(the progress of a study whose shares are still running)")
+
+
+def _cells(args: argparse.Namespace):
+    """The ``--cells`` share; with ``--report`` (which covers the whole study) it must be unset."""
+    if getattr(args, "report", False) and args.cells:
+        raise SamplewiseError("--report writes the whole study's progress: drop --cells")
+    return args.cells
 
 
 def _report(res: dict) -> int:
@@ -50,7 +60,8 @@ def _coreset_run(args: argparse.Namespace) -> int:
     objective x seed, plus full data."""
     from ..studies.coreset import run_coreset_study
 
-    res = run_coreset_study(args.config, args.out, cells=args.cells, device=args.device)
+    res = run_coreset_study(args.config, args.out, cells=_cells(args), device=args.device,
+                            report_only=args.report)
     return _report(res)
 
 
@@ -59,7 +70,8 @@ def _distill_run(args: argparse.Namespace) -> int:
     seeds; student robustness against teacher robustness and TAS."""
     from ..studies.distill import run_distill_study
 
-    res = run_distill_study(args.config, args.out, cells=args.cells, device=args.device)
+    res = run_distill_study(args.config, args.out, cells=_cells(args), device=args.device,
+                            report_only=args.report)
     return _report(res)
 
 

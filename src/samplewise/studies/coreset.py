@@ -190,7 +190,8 @@ def coreset_cells(cfg: StudyConfig, out_dir) -> list[Cell]:
 
 
 # ----------------------------------------------------------------------------- the study
-def run_coreset_study(config, out_dir, cells=None, *, device: Optional[str] = None) -> dict:
+def run_coreset_study(config, out_dir, cells=None, *, device: Optional[str] = None,
+                      report_only: bool = False) -> dict:
     """Run (or continue) a coreset study and write its results and plots.
 
     Args:
@@ -200,6 +201,8 @@ def run_coreset_study(config, out_dir, cells=None, *, device: Optional[str] = No
             job arrays); every share first makes sure the scoring run and the subsets exist
             (one process at a time, under a lock). Without it, every unfinished cell runs.
         device: overrides the config's device.
+        report_only: train and evaluate nothing; write the results and plots of the cells
+            finished so far (the progress of a study whose shares are still running).
 
     Returns:
         A dict with ``cells_total``, ``cells_finished``, ``missing``, ``ran`` (id -> status
@@ -214,12 +217,20 @@ def run_coreset_study(config, out_dir, cells=None, *, device: Optional[str] = No
 
     cfg = load_coreset_config(config)
     share = grid.parse_share(cells)
-    out = grid.study_dir(out_dir)
-    with grid.file_lock(out / "locks" / "scoring.lock", wait=True):
-        table = run_scoring(cfg, out, device=device)
-        make_subsets(cfg, table, out)
+    out = grid.study_dir(out_dir, existing=report_only)
+    if report_only:
+        scores = out / "scoring" / "scores.npz"
+        if not scores.is_file():
+            raise SamplewiseError(f"{out} has no finished scoring run yet ({scores} is missing): "
+                                  "nothing to report")
+        from ..hardness.scorefile import ScoreTable
+        table = ScoreTable.load(scores)
+    else:
+        with grid.file_lock(out / "locks" / "scoring.lock", wait=True):
+            table = run_scoring(cfg, out, device=device)
+            make_subsets(cfg, table, out)
     all_cells = coreset_cells(cfg, out)
-    ran = grid.run_cells(all_cells, out, cfg.eval, share=share, device=device)
+    ran = {} if report_only else grid.run_cells(all_cells, out, cfg.eval, share=share, device=device)
     scoring = {"dir": str(out / "scoring"), "fingerprint": table.meta.get("fingerprint"),
                "model": table.meta.get("model"), "epochs": table.meta.get("epochs"),
                "mode": table.meta.get("mode"), "p": table.meta.get("p")}

@@ -210,11 +210,14 @@ def _seeds(values) -> tuple:
     return tuple(values)
 
 
-def study_dir(out_dir) -> Path:
-    """The study's output directory, created; a file of that name is one clear error."""
+def study_dir(out_dir, *, existing: bool = False) -> Path:
+    """The study's output directory, created (``existing``: it must already be there, as for
+    a report of a study's progress); a file of that name is one clear error."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise SamplewiseError(f"--out {out} exists and is not a directory")
+    if existing and not out.is_dir():
+        raise SamplewiseError(f"--out {out} does not exist: no study to report on yet")
     out.mkdir(parents=True, exist_ok=True)
     return out
 

@@ -10,10 +10,11 @@ from .cells import distill_cells, transfer_cells
 from .config import load_distill_config
 from .plots import distill_plots
 from .results import write_distill_results
-from .teachers import ensure_teacher, teacher_eval
+from .teachers import cached_teacher_eval, ensure_teacher, teacher_eval
 
 
-def run_distill_study(config, out_dir, cells=None, *, device: Optional[str] = None) -> dict:
+def run_distill_study(config, out_dir, cells=None, *, device: Optional[str] = None,
+                      report_only: bool = False) -> dict:
     """Run (or continue) a distillation study and write its results and plots.
 
     Args:
@@ -24,6 +25,8 @@ def run_distill_study(config, out_dir, cells=None, *, device: Optional[str] = No
             teachers no other worker is busy with before it waits for the others). Without it, every
             unfinished cell runs (and every teacher is trained).
         device: overrides the config's device.
+        report_only: train and evaluate nothing; write the results and plots of the cells
+            finished so far (the progress of a study whose shares are still running).
 
     Returns:
         ``cells_total``, ``cells_finished``, ``missing``, ``ran`` (id -> status), ``failed``,
@@ -31,7 +34,7 @@ def run_distill_study(config, out_dir, cells=None, *, device: Optional[str] = No
     """
     cfg = load_distill_config(config)
     share = grid.parse_share(cells)
-    out = grid.study_dir(out_dir)
+    out = grid.study_dir(out_dir, existing=report_only)
     all_cells = distill_cells(cfg, out)
     todo = grid.share_of(all_cells, share)
     for cell in todo:  # a changed config is one clear error before anything runs
@@ -39,14 +42,19 @@ def run_distill_study(config, out_dir, cells=None, *, device: Optional[str] = No
     wanted = [t for t in cfg.grid["teacher"]
               if any(c.params["teacher"] == t for c in todo)] if share else \
         list(cfg.grid["teacher"])
-    # first the teachers no other worker is training, then wait for the rest
-    busy = [name for name in wanted if ensure_teacher(cfg, out, name, device=device, wait=False) is None]
-    for name in busy:
-        ensure_teacher(cfg, out, name, device=device)
-    ran = grid.run_cells(all_cells, out, cfg.eval, share=share, device=device)
-    transfer_cells(cfg, todo, out, device=device)
-    teacher_evals = {name: teacher_eval(cfg, out, name, device=device)
-                     for name in cfg.grid["teacher"]}
+    if report_only:
+        ran: dict = {}
+        teacher_evals = {name: cached_teacher_eval(cfg, out, name) for name in cfg.grid["teacher"]}
+    else:
+        # first the teachers no other worker is training, then wait for the rest
+        busy = [name for name in wanted
+                if ensure_teacher(cfg, out, name, device=device, wait=False) is None]
+        for name in busy:
+            ensure_teacher(cfg, out, name, device=device)
+        ran = grid.run_cells(all_cells, out, cfg.eval, share=share, device=device)
+        transfer_cells(cfg, todo, out, device=device)
+        teacher_evals = {name: teacher_eval(cfg, out, name, device=device)
+                         for name in cfg.grid["teacher"]}
     record = write_distill_results(cfg, all_cells, out, teacher_evals)
     plots = distill_plots(record["summary"], out, cfg.eval) if record["rows"] else []
     return {"cells_total": record["cells_total"], "cells_finished": record["cells_finished"],

@@ -86,6 +86,19 @@ def _eval_key(cfg: StudyConfig, rcfg: TrainConfig, path: str) -> dict:
             "autoattack_attacks": ev.autoattack_attacks}
 
 
+def cached_teacher_eval(cfg: StudyConfig, out_dir, name: str) -> Optional[dict]:
+    """The teacher's cached evaluation if it is there and current, else None (computes nothing)."""
+    file = teacher_dir(out_dir, name) / TEACHER_EVAL
+    if not teacher_ready(cfg, out_dir, name) or not file.is_file():
+        return None
+    try:
+        cached = json.loads(file.read_text())
+    except (OSError, ValueError):
+        return None
+    _, rcfg = _attack_settings(cfg)
+    return cached if cached.get("settings") == _eval_key(cfg, rcfg, teacher_path(cfg, out_dir, name)) else None
+
+
 def teacher_eval(cfg: StudyConfig, out_dir, name: str, *,
                  device: Optional[str] = None) -> Optional[dict]:
     """Clean / PGD (/ AutoAttack) accuracy of a ready teacher on the study's fixed test slices,
