@@ -180,3 +180,22 @@ def test_a_worker_skips_a_teacher_another_worker_is_training(tmp_path, given_tea
         assert not (out / "teachers" / name).exists()  # nothing trained, nothing written
     path = distill.ensure_teacher(cfg, out, name, wait=False)  # free now: trained here
     assert path is not None and grid.is_finished(out / "teachers" / name)
+
+
+def test_method_settings_give_a_method_its_own_recipe(tmp_path, given_teacher):
+    cfg = raw(given_teacher)
+    cfg["method_settings"] = {"rslad": {"swa_start": 0.5, "objective_args": {"adv_weight": 0.5}}}
+    parsed = distill.load_distill_config(cfg)
+    cells = {c.id: c.cfg for c in distill.distill_cells(parsed, tmp_path)}
+    assert cells["given-rslad-s0"].swa_start == 0.5
+    assert cells["given-rslad-s0"].objective_args == {"adv_weight": 0.5}
+    assert cells["given-ard-s0"].swa_start is None and cells["given-ard-s0"].objective_args == {}
+    assert cells["given-rslad-s0"].epochs == cells["given-ard-s0"].epochs  # the rest is base
+    for bad, message in (({"saad": {"swa_start": 0.5}}, "not in grid.methods"),
+                         ({"rslad": {"seed": 3}}, "set per cell"),
+                         ({"rslad": {"swa_start": 2.0}}, "swa_start"),
+                         ({"rslad": {"colour": 1}}, "colour"),
+                         ({"rslad": {}}, "non-empty"),
+                         ([1], "mapping")):
+        with pytest.raises(SamplewiseError, match=message):
+            distill.load_distill_config({**cfg, "method_settings": bad})

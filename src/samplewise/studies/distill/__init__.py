@@ -13,6 +13,7 @@ under a lock). The config::
       - {name: wide-trades, train: {model: cnn-small, model_args: {width: 4}, objective: trades}}
       - {name: given, path: runs/teacher/model.pt}
     grid: {methods: [ard, rslad, saad, pgd-at], teachers: [wide-trades, given]}  # teachers: all
+    method_settings: {saad: {swa_start: 0.475}}    # optional: a method's own recipe over base
     seeds: [0, 1, 2]
     eval: {n: 1000, pgd_steps: 20, autoattack: false, autoattack_n: 200}
 
@@ -39,7 +40,7 @@ held-out TAS), :mod:`~samplewise.studies.distill.results` (results.csv / .md / .
 
 from .cells import cell_transfer, distill_cells, training_tas, transfer_cells
 from .config import (METRICS, NONE, RESERVED, TEACHER_EVAL, TEACHERS_DIR, TITLE, TRANSFER_FILE,
-                     TRANSFER_STEPS, TeacherSpec, load_distill_config, needs_teacher)
+                     TRANSFER_STEPS, TeacherSpec, load_distill_config, method_base, needs_teacher)
 from .plots import distill_plots
 from .results import distill_markdown, distill_rows, write_distill_results
 from .run import run_distill_study
@@ -49,6 +50,6 @@ from .teachers import (ensure_teacher, teacher_dir, teacher_eval, teacher_path, 
 __all__ = ["METRICS", "NONE", "RESERVED", "TEACHER_EVAL", "TEACHERS_DIR", "TITLE",
            "TRANSFER_FILE", "TRANSFER_STEPS", "TeacherSpec", "cell_transfer", "distill_cells",
            "distill_markdown", "distill_plots", "distill_rows", "ensure_teacher",
-           "load_distill_config", "needs_teacher", "run_distill_study", "teacher_dir",
+           "load_distill_config", "method_base", "needs_teacher", "run_distill_study", "teacher_dir",
            "teacher_eval", "teacher_path", "teacher_ready", "teacher_spec",
            "teacher_train_config", "training_tas", "transfer_cells", "write_distill_results"]

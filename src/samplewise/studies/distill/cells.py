@@ -13,7 +13,7 @@ from ... import io
 from ...errors import SamplewiseError
 from .. import grid
 from ..grid import Cell, StudyConfig
-from .config import NONE, TRANSFER_FILE, TRANSFER_STEPS, _spec, needs_teacher
+from .config import NONE, TRANSFER_FILE, TRANSFER_STEPS, _spec, method_base, needs_teacher
 from .teachers import _attack_settings, teacher_path
 
 log = logging.getLogger(__name__)
@@ -27,14 +27,14 @@ def distill_cells(cfg: StudyConfig, out_dir) -> list[Cell]:
     for params in grid.expand(cfg, _spec(cfg.grid["teacher"])):
         if needs_teacher(params["method"]):
             items.append((params, dataclasses.replace(
-                cfg.base, objective=params["method"], seed=params["seed"],
+                method_base(cfg, params["method"]), objective=params["method"], seed=params["seed"],
                 teacher=teacher_path(cfg, out_dir, params["teacher"]), **common)))
     for method in cfg.grid["method"]:
         if not needs_teacher(method):
             for seed in cfg.seeds:
                 params = {"teacher": NONE, "method": method, "seed": seed}
-                items.append((params, dataclasses.replace(cfg.base, objective=method, seed=seed,
-                                                          teacher=None, **common)))
+                items.append((params, dataclasses.replace(method_base(cfg, method), objective=method,
+                                                          seed=seed, teacher=None, **common)))
     return grid.make_cells(items, _spec(cfg.grid["teacher"]).axes)
 
 

@@ -90,9 +90,39 @@ def _teachers(raw_list, base_raw: dict) -> tuple[list[TeacherSpec], dict[str, Tr
     return specs, train_cfgs
 
 
+def _method_settings(raw, base_raw: dict, methods: Sequence[str]) -> dict[str, TrainConfig]:
+    """``method_settings: {method: {TrainConfig keys}}``: each listed method's own recipe (base
+    plus these keys, e.g. SAAD's official ``swa_start`` or an ``objective_args`` preset)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise SamplewiseError("study config 'method_settings' must be a mapping of "
+                              "method: {TrainConfig keys}")
+    out = {}
+    for method, keys in raw.items():
+        where = f"method_settings.{method}"
+        if method not in methods:
+            raise SamplewiseError(f"study config {where}: '{method}' is not in grid.methods "
+                                  f"({', '.join(methods)})")
+        if not isinstance(keys, dict) or not keys:
+            raise SamplewiseError(f"study config {where} must be a non-empty mapping of "
+                                  "TrainConfig keys")
+        taken = sorted(set(map(str, keys)) & set(RESERVED))
+        if taken:
+            raise SamplewiseError(f"study config {where}.{taken[0]} is set per cell by the study")
+        out[method] = validate_train(grid._section(TrainConfig, {**base_raw, **keys}, where))
+    return out
+
+
+def method_base(cfg: StudyConfig, method: str) -> TrainConfig:
+    """The recipe of ``method``'s cells: ``base``, with its ``method_settings`` if any."""
+    return cfg.sections.get("method_settings", {}).get(method, cfg.base)
+
+
 def load_distill_config(source) -> StudyConfig:
     """Parse and check a distillation study config; ``cfg.sections`` holds ``teachers`` (the
-    :class:`TeacherSpec` list) and ``teacher_train`` (name -> TrainConfig of trained ones)."""
+    :class:`TeacherSpec` list), ``teacher_train`` (name -> TrainConfig of trained ones) and
+    ``method_settings`` (method -> its cells' recipe, for the methods that have their own)."""
     if isinstance(source, StudyConfig):
         return source
     path, raw = read_source(source)
@@ -104,7 +134,7 @@ def load_distill_config(source) -> StudyConfig:
     if not isinstance(base_raw, dict):
         raise SamplewiseError("study config 'base' must be a mapping of TrainConfig keys")
     specs, train_cfgs = _teachers(raw.get("teachers"), base_raw)
-    rest = {k: v for k, v in raw.items() if k != "teachers"}
+    rest = {k: v for k, v in raw.items() if k not in ("teachers", "method_settings")}
     cfg = grid.load_study(rest, _spec([s.name for s in specs]))
     known = {s.name for s in specs}
     for name in cfg.grid["teacher"]:
@@ -113,5 +143,7 @@ def load_distill_config(source) -> StudyConfig:
                                   f"({', '.join(sorted(known))})")
     for method in cfg.grid["method"]:
         OBJECTIVES.get(method)
-    return dataclasses.replace(cfg, sections={"teachers": specs, "teacher_train": train_cfgs},
+    settings = _method_settings(raw.get("method_settings"), base_raw, cfg.grid["method"])
+    return dataclasses.replace(cfg, sections={"teachers": specs, "teacher_train": train_cfgs,
+                                              "method_settings": settings},
                                raw=json.loads(json.dumps(raw, default=str)), source=path)
