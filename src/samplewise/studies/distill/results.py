@@ -19,7 +19,12 @@ from .teachers import _attack_settings, teacher_path
 def distill_rows(cfg: StudyConfig, cells: Sequence[Cell], out_dir,
                  teacher_evals: dict) -> tuple[list[dict], list[str]]:
     rows, missing = [], []
-    for cell in sorted(cells, key=lambda c: c.id):
+    order = {t: i for i, t in enumerate(cfg.grid["teacher"])}  # the config's teacher order
+
+    def key(c: Cell):  # grouped by teacher (the student alone first), then method and seed
+        return order.get(c.params["teacher"], -1), c.params["method"], c.params["seed"]
+
+    for cell in sorted(cells, key=key):
         path = grid.cell_dir(out_dir, cell)
         row = tables.cell_row(cell, path)
         if row is None:
