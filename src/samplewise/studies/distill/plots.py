@@ -23,8 +23,8 @@ def distill_plots(summary: Sequence[dict], out_dir, ev: EvalSpec) -> list[Path]:
     metric = "autoattack_acc" if use_aa else "pgd_acc"
     label = ev.autoattack_label() if use_aa else f"PGD-{ev.pgd_steps}"
     t_metric = "teacher_aa" if use_aa else "teacher_pgd"
-    seeds = max((s["seeds"] for s in summary), default=0)
-    note = f"mean ± std over {seeds} seed{'s' if seeds != 1 else ''}"
+    seeds = max((s.get(f"{metric}_n") or 0 for s in summary), default=0)  # seeds with a value
+    note = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed (no error bars)"
     distilled = [s for s in summary if s["teacher"] != NONE and s.get(f"{metric}_mean") is not None]
     alone = [s for s in summary if s["teacher"] == NONE and s.get(f"{metric}_mean") is not None]
     methods = list(dict.fromkeys(s["method"] for s in summary))
