@@ -212,7 +212,7 @@ def use_channels_last(cfg: TrainConfig, model: nn.Module, device, *, ddp: bool =
 
     ``cfg.channels_last`` True or False decides. None ("auto", the default) turns it on for a
     model with 2-D convolutions on the CPU, where oneDNN's NHWC convolutions ran a ``pgd-at``
-    epoch of cnn-small 1.9x faster than NCHW on this project's machine (``samplewise bench
+    epoch of cnn-small 1.45-1.9x faster than NCHW on this project's machine (``samplewise bench
     --items fastpaths``); the maths is the same, only the float rounding order may differ. Auto
     stays off on CUDA (untested here: ask for it with ``channels_last: true``) and under DDP,
     whose gradient buckets are laid out before :func:`fit` sees the model.
