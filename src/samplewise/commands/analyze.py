@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
-from ..errors import SamplewiseError
+from .group import Handler, SubcommandGroup
 
 
 def _vulnerability_args(p: argparse.ArgumentParser) -> None:
@@ -60,31 +60,15 @@ def _transfer_entry() -> tuple[Callable, Callable]:
     return transfer.add_arguments, transfer.run
 
 
-ANALYSES: dict[str, tuple[Callable, Callable]] = {
+ANALYSES: dict[str, Handler] = {
     "vulnerability": (_vulnerability_args, _vulnerability_run),
     "transfer": _transfer_entry()}
 
 
-def register(name: str, add_args: Callable, run_fn: Callable) -> None:
-    """Add an analysis subcommand (``samplewise analyze <name>``)."""
-    ANALYSES[name] = (add_args, run_fn)
-
-
-def _help(fn: Callable) -> str:
-    return (fn.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One sub-subcommand per registered analysis."""
-    sub = parser.add_subparsers(dest="analysis", metavar="ANALYSIS", parser_class=type(parser))
-    for name, (add, run_fn) in ANALYSES.items():
-        add(sub.add_parser(name, help=_help(run_fn), description=_help(run_fn)))
-
-
-def run(args: argparse.Namespace) -> int:
-    if getattr(args, "analysis", None) is None:
-        raise SamplewiseError(f"name an analysis: {', '.join(ANALYSES)}")
-    return ANALYSES[args.analysis][1](args)
+_GROUP = SubcommandGroup("analysis", "an analysis", ANALYSES)
+register = _GROUP.register          # add an analysis subcommand (``samplewise analyze <name>``)
+add_arguments = _GROUP.add_arguments
+run = _GROUP.run
 
 
 __all__ = ["ANALYSES", "add_arguments", "register", "run"]

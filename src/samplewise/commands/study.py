@@ -12,11 +12,9 @@ Example:
 from __future__ import annotations
 
 import argparse
-from typing import Callable
 
 from ..errors import SamplewiseError
-
-Handler = tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+from .group import Handler, SubcommandGroup
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -79,26 +77,10 @@ STUDIES: dict[str, Handler] = {"coreset": (_coreset_args, _coreset_run),
                                "distill": (_common, _distill_run)}
 
 
-def register(name: str, add_args: Callable, run_fn: Callable) -> None:
-    """Add a study subcommand (``samplewise study <name>``)."""
-    STUDIES[name] = (add_args, run_fn)
-
-
-def _help(fn: Callable) -> str:
-    return (fn.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One sub-subcommand per registered study."""
-    sub = parser.add_subparsers(dest="study", metavar="STUDY", parser_class=type(parser))
-    for name, (add, run_fn) in STUDIES.items():
-        add(sub.add_parser(name, help=_help(run_fn), description=_help(run_fn)))
-
-
-def run(args: argparse.Namespace) -> int:
-    if getattr(args, "study", None) is None:
-        raise SamplewiseError(f"name a study: {', '.join(STUDIES)}")
-    return STUDIES[args.study][1](args)
+_GROUP = SubcommandGroup("study", "a study", STUDIES)
+register = _GROUP.register          # add a study subcommand (``samplewise study <name>``)
+add_arguments = _GROUP.add_arguments
+run = _GROUP.run
 
 
 __all__ = ["STUDIES", "add_arguments", "register", "run"]
