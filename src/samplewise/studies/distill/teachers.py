@@ -86,17 +86,23 @@ def _eval_key(cfg: StudyConfig, rcfg: TrainConfig, path: str) -> dict:
             "autoattack_attacks": ev.autoattack_attacks}
 
 
-def cached_teacher_eval(cfg: StudyConfig, out_dir, name: str) -> Optional[dict]:
-    """The teacher's cached evaluation if it is there and current, else None (computes nothing)."""
-    file = teacher_dir(out_dir, name) / TEACHER_EVAL
-    if not teacher_ready(cfg, out_dir, name) or not file.is_file():
-        return None
+def _current_eval(file: Path, key: dict) -> Optional[dict]:
+    """The evaluation cached in ``file`` if it was made with settings ``key``, else None (an
+    unreadable file counts as absent: it is rewritten when the teacher is evaluated)."""
     try:
         cached = json.loads(file.read_text())
     except (OSError, ValueError):
         return None
+    return cached if isinstance(cached, dict) and cached.get("settings") == key else None
+
+
+def cached_teacher_eval(cfg: StudyConfig, out_dir, name: str) -> Optional[dict]:
+    """The teacher's cached evaluation if it is there and current, else None (computes nothing)."""
+    if not teacher_ready(cfg, out_dir, name):
+        return None
     _, rcfg = _attack_settings(cfg)
-    return cached if cached.get("settings") == _eval_key(cfg, rcfg, teacher_path(cfg, out_dir, name)) else None
+    return _current_eval(teacher_dir(out_dir, name) / TEACHER_EVAL,
+                         _eval_key(cfg, rcfg, teacher_path(cfg, out_dir, name)))
 
 
 def teacher_eval(cfg: StudyConfig, out_dir, name: str, *,
@@ -114,10 +120,9 @@ def teacher_eval(cfg: StudyConfig, out_dir, name: str, *,
     with grid.file_lock(Path(out_dir) / "locks" / f"teacher-eval-{name}.lock", wait=True):
         bundle, rcfg = _attack_settings(cfg)
         key = _eval_key(cfg, rcfg, teacher_path(cfg, out_dir, name))
-        if file.is_file():
-            cached = json.loads(file.read_text())
-            if cached.get("settings") == key:
-                return cached
+        cached = _current_eval(file, key)
+        if cached is not None:
+            return cached
         model = load_teacher(key["teacher"], card=bundle.card, device=device)
         pgd = evaluate(model, bundle.test, attack="pgd", eps=rcfg.eps, alpha=rcfg.alpha,
                        steps=cfg.eval.pgd_steps, n=cfg.eval.n, batch_size=cfg.eval.batch_size,
