@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 
 from ..data import DataBundle
-from ..train import fit
+from ..train import fit, use_channels_last
 from .core import Row, _Context, _objective, interleaved, paired_ratio, _join
 from .training import pass_times
 
@@ -50,7 +50,7 @@ def bench_fastpaths(ctx: _Context) -> list[Row]:
         secs.clear()
     interleaved(fns, p.slow_repeats, ctx.device)
     hw = _bf16_hardware()
-    default_nhwc = ctx.cfg(bundle, "pgd-at").channels_last is None and ctx.device.type == "cpu"
+    default_nhwc = use_channels_last(ctx.cfg(bundle, "pgd-at"), ctx.model(bundle), ctx.device)
     for name, (kw, base_kw) in pairs.items():
         t, base = secs[tuple(sorted(kw.items()))], secs[tuple(sorted(base_kw.items()))]
         if "channels_last" in kw:
