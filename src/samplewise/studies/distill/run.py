@@ -39,13 +39,13 @@ def run_distill_study(config, out_dir, cells=None, *, device: Optional[str] = No
     todo = grid.share_of(all_cells, share)
     for cell in todo:  # a changed config is one clear error before anything runs
         grid._check_same_settings(cell, grid.cell_dir(out, cell))
-    wanted = [t for t in cfg.grid["teacher"]
-              if any(c.params["teacher"] == t for c in todo)] if share else \
-        list(cfg.grid["teacher"])
     if report_only:
         ran: dict = {}
         teacher_evals = {name: cached_teacher_eval(cfg, out, name) for name in cfg.grid["teacher"]}
     else:
+        wanted = [t for t in cfg.grid["teacher"]
+                  if any(c.params["teacher"] == t for c in todo)] if share else \
+            list(cfg.grid["teacher"])
         # first the teachers no other worker is training, then wait for the rest
         busy = [name for name in wanted
                 if ensure_teacher(cfg, out, name, device=device, wait=False) is None]
