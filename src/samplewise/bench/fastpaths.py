@@ -1,5 +1,5 @@
-"""Item 7: the speed flags on this device (memory layout, bf16 autocast) and the 1-channel batch
-layout."""
+"""Item 7: the speed flags on this device (memory layout, bf16 autocast), the 1-channel batch
+layout and the stem's fast input gradient."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def bench_fastpaths(ctx: _Context) -> list[Row]:
             secs.setdefault(tuple(sorted(kw.items())), []).append(res.metrics[0]["seconds"])
         return go
 
-    rows = [_layout_row(ctx, bundle, note)]
+    rows = [_layout_row(ctx, bundle, note), _stem_row(ctx, bundle, note)]
     secs: dict[tuple, list[float]] = {}
     variants = {tuple(sorted(kw.items())): kw for pair in pairs.values() for kw in pair}
     fns = {str(key): run(kw) for key, kw in variants.items()}
@@ -98,3 +98,40 @@ def _layout_row(ctx: _Context, bundle: DataBundle, note: str) -> Row:
                      f"median of {reps}", note))
 
 
+
+
+def _stem_row(ctx: _Context, bundle: DataBundle, note: str) -> Row:
+    """PGD-k on one batch with :class:`~samplewise.models.StemConv2d`'s fast input gradient
+    against the same model with it off (the library's transposed-convolution kernel)."""
+    from ..attacks import pgd
+    from ..data import InMemoryLoader
+    from ..models import set_fast_input_grad
+    p = ctx.plan
+    name = "stem input gradient"
+    measure = f"speed-up of PGD-{p.steps} on one batch: library kernel / matmul + fold"
+    fast = ctx.model(bundle)
+    if not set_fast_input_grad(fast, True):
+        return Row(name, None, None, None, "s/batch", measure, None,
+                   f"skipped: {bundle.card.name} has {bundle.card.shape[0]} channels (the fast "
+                   "path is for one-channel stems)", skipped=True)
+    plain = ctx.model(bundle)
+    set_fast_input_grad(plain, False)
+    fmt = torch.channels_last if use_channels_last(ctx.cfg(bundle, "pgd-at"), fast, ctx.device) \
+        else torch.contiguous_format
+    x, y, _ = next(iter(InMemoryLoader(bundle.train, batch_size=p.batch_size, augment=True,
+                                       card=bundle.card, device=ctx.device)))
+    x = x.contiguous(memory_format=fmt)
+    card = bundle.card
+    fns = {key: (lambda m=m.to(memory_format=fmt): pgd(m, x, y, eps=card.eps, alpha=card.alpha,
+                                                         steps=p.steps))
+           for key, m in (("fast", fast), ("plain", plain))}
+    if p.warmup:
+        interleaved(fns, 1, ctx.device)
+    reps = max(3, p.repeats)
+    t = interleaved(fns, reps, ctx.device)
+    return Row(name, statistics.median(t["fast"]), statistics.median(t["plain"]),
+               paired_ratio(t["plain"], t["fast"]), "s/batch", f"{measure} ({card.name}, batch "
+               f"{len(y)}, cnn-small, {'NHWC' if fmt is torch.channels_last else 'NCHW'})", None,
+               _join("same values; the one-channel stem's input gradient as "
+                     "(grad @ W) then fold (on by default; the weight gradient is untouched)",
+                     f"median of {reps} interleaved repeats", note))

@@ -13,7 +13,9 @@ Example:
 from .archs import MODELS, Backbone
 from .core import (ExternalModel, NormalizedModel, create_model, list_models, load_model,
                    model_payload, save_model, wrap_external)
+from .fastconv import StemConv2d, set_fast_input_grad
 from .teachers import freeze, load_teacher
 
 __all__ = ["MODELS", "Backbone", "NormalizedModel", "ExternalModel", "create_model",
-           "list_models", "model_payload", "save_model", "load_model", "wrap_external", "load_teacher", "freeze"]
+           "list_models", "model_payload", "save_model", "load_model", "wrap_external", "load_teacher", "freeze",
+           "StemConv2d", "set_fast_input_grad"]

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..errors import SamplewiseError, check
 from ..registry import Registry
+from .fastconv import StemConv2d
 
 MODELS = Registry("model")
 
@@ -39,8 +40,8 @@ class Backbone(nn.Module):
         return self.head(self.forward_features(x))
 
 
-def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+def _conv3x3(cin: int, cout: int, stride: int = 1, stem: bool = False) -> nn.Conv2d:
+    return (StemConv2d if stem else nn.Conv2d)(cin, cout, 3, stride=stride, padding=1, bias=False)
 
 
 def _positive_int(name: str, value, minimum: int = 1) -> int:
@@ -90,6 +91,11 @@ class SmallCNN(Backbone):
 
     The first max-pool is only used for inputs of 16 pixels or more, so 8x8 digits keep their
     resolution while 28x28 images are cheap enough for CPU training.
+
+    A pooled block runs max-pool *before* its ReLU: ``relu(maxpool(z)) == maxpool(relu(z))``
+    exactly (ReLU is monotone), and the gradients are equal too (both reach the window's first
+    maximum when it is positive, nothing otherwise), but the ReLU and its backward then touch a
+    quarter of the elements. ``state_dict`` keys are those of the ReLU-first order.
     """
 
     def __init__(self, in_channels: int, num_classes: int, input_size: Sequence[int],
@@ -97,15 +103,13 @@ class SmallCNN(Backbone):
         super().__init__()
         c1, c2, c3 = (max(1, round(c * width)) for c in (32, 64, 128))
 
-        def block(cin: int, cout: int) -> list[nn.Module]:
-            conv = nn.Conv2d(cin, cout, 3, padding=1, bias=not bn)
-            return [conv, nn.BatchNorm2d(cout), nn.ReLU(inplace=True)] if bn else \
-                [conv, nn.ReLU(inplace=True)]
+        def block(cin: int, cout: int, pool: bool, stem: bool = False) -> list[nn.Module]:
+            conv = (StemConv2d if stem else nn.Conv2d)(cin, cout, 3, padding=1, bias=not bn)
+            return [conv] + ([nn.BatchNorm2d(cout)] if bn else []) + \
+                ([nn.MaxPool2d(2)] if pool else []) + [nn.ReLU(inplace=True)]
 
-        layers = block(in_channels, c1)
-        if min(input_size) >= 16:
-            layers.append(nn.MaxPool2d(2))
-        layers += block(c1, c2) + [nn.MaxPool2d(2)] + block(c2, c3)
+        layers = block(in_channels, c1, pool=min(input_size) >= 16, stem=True)
+        layers += block(c1, c2, pool=True) + block(c2, c3, pool=False)
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         self.body = nn.Sequential(*layers)
         self.num_features = c3
@@ -171,7 +175,7 @@ class ResNet(Backbone):
         super().__init__()
         block = PreActBlock if preact else BasicBlock
         self.preact = preact
-        self.conv1 = _conv3x3(in_channels, 64)
+        self.conv1 = _conv3x3(in_channels, 64, stem=True)
         self.bn1 = None if preact else nn.BatchNorm2d(64)
         stages, cin = [], 64
         for i, (n, cout) in enumerate(zip(blocks, (64, 128, 256, 512))):
@@ -239,7 +243,7 @@ class WideResNet(Backbone):
         super().__init__()
         n = (depth - 4) // 6
         widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
-        self.conv1 = _conv3x3(in_channels, widths[0])
+        self.conv1 = _conv3x3(in_channels, widths[0], stem=True)
         groups, cin = [], widths[0]
         for i, cout in enumerate(widths[1:]):
             stride = 1 if i == 0 else 2
@@ -320,7 +324,7 @@ class MobileNetV2(Backbone):
             return max(8, int(round(c * width_mult / 8)) * 8)
 
         cin = ch(32)
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, cin, 3, 1, 1, bias=False),
+        layers: list[nn.Module] = [StemConv2d(in_channels, cin, 3, 1, 1, bias=False),
                                    nn.BatchNorm2d(cin), nn.ReLU6(inplace=True)]
         for t, c, n, s in _MOBILENET_CFG:
             for i in range(n):
