@@ -12,6 +12,7 @@ import logging
 import sys
 from typing import Callable
 
+from .cpu import tune_allocator
 from .errors import SamplewiseError
 
 COMMANDS: dict[str, Callable] = {}
@@ -164,6 +165,7 @@ def _module_commands() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    tune_allocator()  # keep freed tensor memory in the process (samplewise.cpu; opt out by env)
     parser = build_parser()
     try:
         a = parser.parse_args(argv)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
+from ..cpu import allocator_state
 from ..data import DataBundle, load_dataset
 from ..errors import SamplewiseError
 from ..models import create_model
@@ -191,6 +192,7 @@ def machine_facts() -> dict:
              "torch_interop_threads": torch.get_num_interop_threads(),
              "cpu_count": os.cpu_count(), "cpu_affinity": affinity,
              "mkldnn": bool(torch.backends.mkldnn.is_available()),
+             "allocator": allocator_state(),
              "cuda": torch.cuda.is_available(), "torchattacks": None}
     try:
         import torchvision

@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if "growth" in result:
         print(format_growth(result["growth"]))
     m = result["machine"]
-    print(f"torch {m['torch']}, {m['torch_threads']} threads, {m['cpu_count']} CPUs; "
+    print(f"torch {m['torch']}, {m['torch_threads']} threads, {m['cpu_count']} CPUs, "
+          f"allocator {m.get('allocator', '?')}; "
           f"{result['seconds']:.0f} s" + (f" -> {args.json}" if args.json else ""))
     return 0
