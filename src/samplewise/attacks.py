@@ -33,6 +33,7 @@ from torch import nn
 
 from . import losses
 from .errors import SamplewiseError
+from .models.layout import fast_layout
 from .registry import Registry
 
 __all__ = ["ATTACKS", "eval_mode", "fgsm", "pgd", "cw_inf", "autoattack"]
@@ -190,7 +191,7 @@ def _attack(model, x, y, *, eps, alpha, steps, loss, mode, target, norm, generat
     x = x.detach()
     if isinstance(eps, float) and eps == 0.0:
         return x.clone()
-    with eval_mode(model), torch.enable_grad():
+    with eval_mode(model), fast_layout(model), torch.enable_grad():
         if loss == "kl":
             if target is None:  # the clean logits, computed once
                 with torch.no_grad():

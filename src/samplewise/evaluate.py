@@ -17,6 +17,7 @@ from . import io
 from .attacks import ATTACKS, autoattack
 from .data import Split
 from .errors import SamplewiseError
+from .models.layout import fast_layout
 from .runinfo import derived_generator
 
 EVAL_ATTACKS = ("clean", "fgsm", "pgd", "cw", "autoattack")
@@ -125,6 +126,27 @@ def evaluate(model: nn.Module, split: Split, *, attack: str = "pgd", eps: float 
                 "n": len(data), "seed": seed, "batch_size": batch_size, "aa": [aa_version, aa_attacks],
                 "index_sum": int(data.index.sum())}
     resume = _BatchState(state_path, settings)
+    with fast_layout(model):  # NHWC on the CPU for the whole evaluation (samplewise.models.layout)
+        correct, robust = _evaluate_batches(model, data, resume, attack=attack, eps=eps,
+                                            alpha=alpha, steps=steps, batch_size=batch_size,
+                                            seed=seed, device=device, gen=gen,
+                                            aa_version=aa_version, aa_attacks=aa_attacks)
+    correct_t = torch.cat([t.cpu() for t in correct])
+    robust_t = torch.cat([t.cpu() for t in robust])
+    out = {"attack": attack, "eps": float(eps), "alpha": float(alpha) if attack in ("pgd", "cw") else None,
+           "steps": int(steps), "n": len(data), "seed": seed,
+           "clean_acc": correct_t.float().mean().item(), "robust_acc": robust_t.float().mean().item()}
+    if attack == "autoattack":
+        out["autoattack"] = {"version": aa_version, "attacks": aa_attacks}
+    if per_sample:
+        out["per_sample"] = {"index": data.index.tolist(), "correct": correct_t.tolist(),
+                             "robust": robust_t.tolist()}
+    return out
+
+
+def _evaluate_batches(model, data: Split, resume, *, attack, eps, alpha, steps, batch_size, seed,
+                      device, gen, aa_version, aa_attacks) -> tuple[list, list]:
+    """Per-batch clean and robust flags (``resume`` skips finished batches and records new ones)."""
     correct, robust = [], []
     for b, i in enumerate(range(0, len(data), batch_size)):
         if resume.has(b):  # a batch finished before the evaluation was killed
@@ -148,14 +170,4 @@ def evaluate(model: nn.Module, split: Split, *, attack: str = "pgd", eps: float 
         # a sample counts as robust only if it is also classified correctly when clean
         robust.append((predict(model, x_adv) == y) & correct[-1])
         resume.put(b, correct[-1], robust[-1])
-    correct_t = torch.cat([t.cpu() for t in correct])
-    robust_t = torch.cat([t.cpu() for t in robust])
-    out = {"attack": attack, "eps": float(eps), "alpha": float(alpha) if attack in ("pgd", "cw") else None,
-           "steps": int(steps), "n": len(data), "seed": seed,
-           "clean_acc": correct_t.float().mean().item(), "robust_acc": robust_t.float().mean().item()}
-    if attack == "autoattack":
-        out["autoattack"] = {"version": aa_version, "attacks": aa_attacks}
-    if per_sample:
-        out["per_sample"] = {"index": data.index.tolist(), "correct": correct_t.tolist(),
-                             "robust": robust_t.tolist()}
-    return out
+    return correct, robust

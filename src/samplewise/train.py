@@ -26,6 +26,7 @@ from .config import TrainConfig
 from .data import DataBundle, InMemoryLoader, Split
 from .errors import SamplewiseError
 from .evaluate import evaluate
+from .models.layout import can_use_nhwc, keep_layout
 from .objectives import Objective, StepContext
 from .distributed import all_reduce_sum
 from .runinfo import derived_generator, rng_state, seed_everything, set_rng_state
@@ -106,6 +107,10 @@ def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainCo
         world_size: int = 1, ddp_model: nn.Module | None = None) -> FitResult:
     """Train ``model`` on ``bundle.train`` (or ``subset`` of it) with ``objective``.
 
+    ``fit`` owns the memory layout of its models (:func:`use_channels_last`): the attacks and
+    evaluations inside it leave the layout alone (:func:`samplewise.models.layout.keep_layout`),
+    and ``model`` (and a distillation teacher built by samplewise) stays in that layout after.
+
     Args:
         subset: dataset indices to train on (validated by :meth:`Split.subset`).
         out_dir: where ``checkpoint.pt`` and ``metrics.jsonl`` go (rank 0 only); None: nowhere.
@@ -116,6 +121,15 @@ def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainCo
         >>> res = fit(model, load_dataset("digits"), build_objective("standard", eps=0.1,
         ...           alpha=0.025, steps=0), TrainConfig(epochs=2))
     """
+    with keep_layout():
+        return _fit(model, bundle, objective, cfg, out_dir=out_dir, hooks=hooks, subset=subset,
+                    device=device, resume=resume, rank=rank, world_size=world_size,
+                    ddp_model=ddp_model)
+
+
+def _fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainConfig, *,
+         out_dir, hooks: Sequence[Hook], subset, device, resume: bool, rank: int,
+         world_size: int, ddp_model: nn.Module | None) -> FitResult:
     train_split = bundle.train.subset(subset) if subset is not None else bundle.train
     augment = cfg.augment if cfg.augment is not None else (bundle.card.crop_pad > 0 or bundle.card.flip)
     loader = InMemoryLoader(train_split, batch_size=cfg.batch_size, shuffle=True, augment=augment,
@@ -125,6 +139,9 @@ def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainCo
     model.to(device)
     nhwc = use_channels_last(cfg, model, device, ddp=ddp_model is not None)
     step_model = _fast_paths(model, ddp_model, cfg, nhwc)
+    teacher = getattr(objective, "teacher", None)
+    if nhwc and can_use_nhwc(teacher):
+        teacher.to(memory_format=torch.channels_last)  # a frozen teacher runs every step too
     opt = make_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, cfg.epochs * len(loader)))
     swa = _SWA(model, cfg) if cfg.swa_start is not None else None
