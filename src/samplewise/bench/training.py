@@ -140,7 +140,7 @@ def bench_aign(ctx: _Context) -> list[Row]:
            "checkpoint": run(lambda: [EvalPassTracker(p=2)])}
     if p.warmup:
         interleaved(fns, 1, ctx.device)
-    t = interleaved(fns, p.repeats, ctx.device)
+    t = interleaved(fns, p.aign_repeats, ctx.device)
     what = (f"{bundle.card.name} {len(bundle.train)} samples, {p.aign_epochs} standard epoch(s), "
             f"fit() wall time")
     targets = {"online": ((("<=", 1.05)), "OnlineAIGNTracker: norms of the input gradients the "
@@ -149,7 +149,7 @@ def bench_aign(ctx: _Context) -> list[Row]:
                               "over the clean training set per tracked epoch")}
     return [Row(f"aign {mode} overhead", statistics.median(t[mode]), statistics.median(t["none"]),
                 paired_ratio(t[mode], t["none"]), "s/run", f"tracked / untracked ({what})",
-                target, _join(how, f"median of {p.repeats}", note))
+                target, _join(how, f"median of {p.aign_repeats}", note))
             for mode, (target, how) in targets.items()]
 
 
