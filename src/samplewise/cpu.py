@@ -4,11 +4,11 @@ A training step allocates and frees the same large activation buffers over and o
 default glibc serves big blocks with fresh ``mmap`` calls and gives freed memory at the top of
 the heap back to the system once more than a threshold is free (a threshold it moves at run
 time, up to 32 MB). The next step then touches new pages, and each page costs a fault. On this
-project's machine (a virtual machine, where faults are dear) that was 8-19% of a ``pgd-at``
-epoch in kernel time; ``samplewise bench --items epoch`` ran 17-20% faster in wall time with
-the settings below, for our loop and for the DataLoader + torchattacks reference alike (the
-reference runs in the same process). PyTorch's CPU tuning guide makes the same point with
-jemalloc or tcmalloc; this needs neither.
+project's machine (a virtual machine, where faults are dear) ``samplewise bench --items epoch``
+spent 2-9 s of a 25-45 s run in the kernel; with the settings below, under 1 s, and the
+epochs ran 6-20% faster (docs/performance.md), for our loop and for the DataLoader +
+torchattacks reference alike (the reference runs in the same process). PyTorch's CPU tuning
+guide makes the same point with jemalloc or tcmalloc; this needs neither.
 
 :func:`tune_allocator` raises the mmap threshold and the trim threshold, so large blocks come
 from the heap and stay there for reuse. The cost is that the process keeps its peak heap size
