@@ -12,7 +12,9 @@ change). It does nothing when the model is already NHWC, is not one of samplewis
 (:class:`~samplewise.models.NormalizedModel`: an external module might ``view`` a convolution's
 output, which fails on NHWC strides), has no 2-D convolution, lives off the CPU (untested on
 CUDA, where NCHW stays the default), or when the block runs inside :func:`keep_layout` (which
-:func:`fit` uses: it owns the layout of its models).
+:func:`fit` uses: it owns the layout of its models). The conversion changes the model in place
+for the duration, so a model shared by threads that run it at the same time should be
+attacked inside :func:`keep_layout` (or converted once by the caller).
 
 Example:
     >>> with fast_layout(model):
