@@ -161,3 +161,22 @@ def test_pool_before_relu_is_exactly_the_relu_first_network(bn, size):
     gb = torch.autograd.grad((fb * w).sum(), [xb, *model.net.body.parameters()])
     for a, b in zip(ga, gb):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_torch_compile_traces_the_stem():
+    """The compile path (a CUDA flag here) through dynamo and AOT autograd on the CPU: the
+    ``aot_eager`` backend needs no C++ compiler and gives the same gradients."""
+    torch.manual_seed(5)
+    fast = create_model("cnn-small", card(1))
+    plain = create_model("cnn-small", card(1))
+    plain.load_state_dict(fast.state_dict())
+    set_fast_input_grad(plain, False)
+    torch._dynamo.reset()
+    compiled = torch.compile(fast, backend="aot_eager")
+    x, y = torch.rand(8, 1, 16, 16), torch.randint(0, 10, (8,))
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ga = torch.autograd.grad(F.cross_entropy(compiled(xa), y), [xa, *fast.parameters()])
+    gb = torch.autograd.grad(F.cross_entropy(plain(xb), y), [xb, *plain.parameters()])
+    for a, b in zip(ga, gb):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    torch._dynamo.reset()
