@@ -3,8 +3,8 @@
 Adversarial attacks and online AIGN tracking differentiate the loss with respect to the image,
 so every step pays for the input gradient of the first convolution. For a one-channel image
 (MNIST, Fashion-MNIST, digits) the library kernel for that gradient (a transposed convolution
-with one output channel) is slow on the CPU: oneDNN measured 8-16 ms for a batch of 128
-28x28 images against 32 filters, more than the whole forward pass of ``cnn-small``.
+with one output channel) is slow on the CPU: oneDNN measured 6-16 ms for a batch of 128
+28x28 images against 32 filters, as long as a third of ``cnn-small``'s forward pass.
 
 The same gradient is ``fold(grad_out^T @ W)``: a ``(B*H*W, C_out) @ (C_out, k*k)`` matrix
 product gives each output position's contribution to its ``k x k`` input window, and
@@ -14,8 +14,9 @@ the matrix product no longer wins (measured equal or slower), so the fast path i
 for one-channel stems.
 
 :class:`StemConv2d` is an ``nn.Conv2d`` (same parameters, same ``state_dict``) that takes this
-path when its input requires a gradient; otherwise (training steps on clean inputs,
-evaluation, autocast, ``torch.export``) it is the plain convolution. The weight and bias
+path when its input is on the CPU and requires a gradient; otherwise (training steps on
+clean inputs, evaluation, autocast, ``torch.func`` transforms, ``torch.export``, and CUDA,
+where it was not measured and cuDNN has its own kernels) it is the plain convolution. The weight and bias
 gradients always come from the library kernel. Parity with ``nn.Conv2d`` (values, gradients
 and second derivatives) is tested in ``tests/test_fastconv.py``.
 """
@@ -89,8 +90,9 @@ class StemConv2d(nn.Conv2d):
                 and not isinstance(self.padding, str))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.fast_input_grad and x.requires_grad and x.dim() == 4 and torch.is_grad_enabled()
-                and not torch.is_autocast_enabled(x.device.type) and not _functorch_active()):
+        if (self.fast_input_grad and x.requires_grad and x.dim() == 4 and x.device.type == "cpu"
+                and torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
+                and not _functorch_active()):
             y = F.conv2d(x.detach(), self.weight, self.bias, self.stride, self.padding,
                          self.dilation)
             return _AddInputGrad.apply(y, x, self.weight.detach(), self.stride, self.padding,
