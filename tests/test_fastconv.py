@@ -180,3 +180,21 @@ def test_torch_compile_traces_the_stem():
     for a, b in zip(ga, gb):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     torch._dynamo.reset()
+
+
+def test_input_gradient_penalty_differentiates_through_the_weights():
+    """create_graph: d/dW ||grad_x L||^2 (a gradient-norm penalty) matches nn.Conv2d's."""
+    for fast_model in (pair(3, 1, 1, 1, True)[0], pair(3, 2, 1, 1, False)[0]):
+        plain = nn.Conv2d(1, 5, fast_model.kernel_size, stride=fast_model.stride,
+                          padding=fast_model.padding, bias=fast_model.bias is not None).double()
+        plain.load_state_dict(fast_model.state_dict())
+        x = torch.rand(3, 1, 9, 9, dtype=torch.float64)
+        grads = []
+        for m in (fast_model, plain):
+            xr = x.clone().requires_grad_(True)
+            loss = torch.tanh(m(xr)).square().sum()
+            (gx,) = torch.autograd.grad(loss, xr, create_graph=True)
+            penalty = gx.square().sum()
+            grads.append(torch.autograd.grad(penalty, [*m.parameters()]))
+        for a, b in zip(*grads):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -37,7 +37,9 @@ class _AddInputGrad(torch.autograd.Function):
 
     The weight and bias gradients flow through the library convolution that made ``y`` (and are
     computed only when a caller asks for them); this node passes ``y``'s gradient on unchanged
-    and gives ``x`` the input gradient as a matrix product and a fold.
+    and gives ``x`` the input gradient as a matrix product and a fold, written in differentiable
+    ops of the incoming gradient and the weight, so second derivatives (an input-gradient
+    penalty differentiated with respect to the weights) are exact too.
     """
 
     @staticmethod
@@ -95,7 +97,10 @@ class StemConv2d(nn.Conv2d):
                 and not _functorch_active()):
             y = F.conv2d(x.detach(), self.weight, self.bias, self.stride, self.padding,
                          self.dilation)
-            return _AddInputGrad.apply(y, x, self.weight.detach(), self.stride, self.padding,
+            # the weight is passed (not detached) so that a double backward (create_graph)
+            # differentiates the input gradient with respect to it; its first-order gradient
+            # comes from the convolution above, so this node returns None for it
+            return _AddInputGrad.apply(y, x, self.weight, self.stride, self.padding,
                                        self.dilation)
         return super().forward(x)
 
