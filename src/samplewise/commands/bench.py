@@ -24,7 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--growth", action="store_true",
                    help="measure how a pgd-at epoch grows with dataset size and PGD steps")
     p.add_argument("--plot", metavar="FILE.png", help="draw the growth (implies --growth)")
-    p.add_argument("--repeats", type=int, help="repeats of each measurement (median is reported)")
+    p.add_argument("--repeats", type=int, help="repeats of the quick measurements: PGD, data path, "
+                   "stem (median is reported)")
+    p.add_argument("--aign-repeats", type=int, help="repeats of the AIGN overhead item (default 9)")
     p.add_argument("--slow-repeats", type=int, help="repeats of the efficiency and saad items")
     p.add_argument("--epoch-repeats", type=int, help="repeats of the pgd-at epoch item")
     p.add_argument("--epoch-size", type=int,
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_bench(quick=args.quick, items=items, growth=growth, device=args.device,
                        json_path=args.json, plot_path=args.plot, threads=args.threads,
                        repeats=args.repeats, slow_repeats=args.slow_repeats,
-                       epoch_repeats=args.epoch_repeats,
+                       epoch_repeats=args.epoch_repeats, aign_repeats=args.aign_repeats,
                        epoch_size=args.epoch_size)
     if result["rows"]:
         print(format_table(result["rows"]))
