@@ -18,12 +18,12 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..cpu import allocator_state
-from ..data import DataBundle, load_dataset
+from ..data import DataBundle, InMemoryLoader, load_dataset
 from ..errors import SamplewiseError
 from ..models import create_model
 from ..objectives import build_objective
 from ..runinfo import __version__
-from ..train import Hook, fit
+from ..train import Hook, fit, use_channels_last
 
 
 log = logging.getLogger(__name__)
@@ -177,6 +177,14 @@ def paired_ratio(num: Sequence[float], den: Sequence[float]) -> float:
     return statistics.median(a / b for a, b in zip(num, den))
 
 
+def speedup_row(name: str, ours: Sequence[float], ref: Sequence[float], unit: str, measure: str,
+                target: tuple | None, notes: str) -> Row:
+    """A row whose ratio is a speed-up: medians of both sides' seconds and the median of the
+    paired ratios ``ref[i] / ours[i]``."""
+    return Row(name, statistics.median(ours), statistics.median(ref), paired_ratio(ref, ours), unit,
+               measure, target, notes)
+
+
 def _median_time(fn: Callable[[], Any], n: int, device: torch.device) -> float:
     return statistics.median(interleaved({"f": fn}, n, device)["f"])
 
@@ -235,6 +243,17 @@ class _Context:
     def model(self, bundle: DataBundle, seed: int = 0, **kw) -> nn.Module:
         torch.manual_seed(seed)
         return create_model("cnn-small", bundle.card, **kw).to(self.device)
+
+    def fit_layout(self, bundle: DataBundle, model: nn.Module) -> torch.memory_format:
+        """The memory layout :func:`fit` gives ``model`` here (NHWC for conv nets on the CPU)."""
+        return torch.channels_last if use_channels_last(self.cfg(bundle, "standard"), model,
+                                                        self.device) else torch.contiguous_format
+
+    def augmented_batch(self, bundle: DataBundle) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first crop/flip batch of :class:`InMemoryLoader`, as :func:`fit` would draw it."""
+        x, y, _ = next(iter(InMemoryLoader(bundle.train, batch_size=self.plan.batch_size,
+                                           augment=True, card=bundle.card, device=self.device)))
+        return x, y
 
     def cfg(self, bundle: DataBundle, objective: str, epochs: int = 1, steps: int = 0) -> TrainConfig:
         return TrainConfig(dataset=bundle.card.name, model="cnn-small", objective=objective,

@@ -15,7 +15,7 @@ from ..data import DataBundle
 from ..models import set_fast_input_grad
 from ..train import fit
 from .core import (NO_TORCHATTACKS, Row, _Context, _batch, _objective, _torchattacks, interleaved,
-                   paired_ratio, _join)
+                   paired_ratio, speedup_row, _join)
 
 
 # ---------------------------------------------------------------------------- 1. PGD throughput
@@ -158,14 +158,14 @@ def bench_epoch(ctx: _Context) -> list[Row]:
 
     t = interleaved({"ours": ours, "ref": ref}, p.epoch_repeats, ctx.device)
     what = f"{bundle.card.name} {len(bundle.train)} samples, cnn-small, batch {p.batch_size}, PGD-{p.steps}"
-    rows = [Row("pgd-at epoch", statistics.median(t["ours"]), statistics.median(t["ref"]),
-                paired_ratio(t["ref"], t["ours"]), "s/epoch",
-                f"speed-up: reference / ours seconds per epoch ({what})", (">=", 1.5),
-                _join(f"reference: DataLoader(num_workers=0) + per-sample torchvision transforms "
-                      f"+ {used['pgd']} + SGD step on the same architecture with a stock "
-                      f"nn.Conv2d stem; ours: fit() wall time with its defaults (NHWC layout for "
-                      f"conv nets on the CPU, the stem's fast input gradient); median of "
-                      f"{p.epoch_repeats} interleaved repeats", note))]
+    rows = [speedup_row("pgd-at epoch", t["ours"], t["ref"], "s/epoch",
+                        f"speed-up: reference / ours seconds per epoch ({what})", (">=", 1.5),
+                        _join(f"reference: DataLoader(num_workers=0) + per-sample torchvision "
+                              f"transforms + {used['pgd']} + SGD step on the same architecture "
+                              f"with a stock nn.Conv2d stem; ours: fit() wall time with its "
+                              f"defaults (NHWC layout for conv nets on the CPU, the stem's fast "
+                              f"input gradient); median of {p.epoch_repeats} interleaved repeats",
+                              note))]
 
     # what the 1.5x target is about: the data path alone (load + augment one epoch)
     loader = InMemoryLoader(bundle.train, batch_size=p.batch_size, augment=True, card=bundle.card,
@@ -180,11 +180,11 @@ def bench_epoch(ctx: _Context) -> list[Row]:
             x.to(ctx.device)
 
     t = interleaved({"ours": ours_load, "ref": ref_load}, p.repeats, ctx.device)
-    rows.append(Row("data path of an epoch", statistics.median(t["ours"]), statistics.median(t["ref"]),
-                    paired_ratio(t["ref"], t["ours"]), "s/epoch",
-                    f"speed-up: DataLoader + per-sample transforms / InMemoryLoader ({bundle.card.name} "
-                    f"{len(bundle.train)} samples, crop+flip as the card says)", None,
-                    _join("loading and augmentation only, no model", note)))
+    rows.append(speedup_row("data path of an epoch", t["ours"], t["ref"], "s/epoch",
+                            f"speed-up: DataLoader + per-sample transforms / InMemoryLoader "
+                            f"({bundle.card.name} {len(bundle.train)} samples, crop+flip as the "
+                            "card says)", None,
+                            _join("loading and augmentation only, no model", note)))
     return rows
 
 

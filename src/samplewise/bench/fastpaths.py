@@ -3,15 +3,14 @@ layout and the stem's fast input gradient."""
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import replace
 from typing import Callable
 
 import torch
 
 from ..data import DataBundle
-from ..train import fit, use_channels_last
-from .core import Row, _Context, _objective, interleaved, paired_ratio, _join
+from ..train import fit
+from .core import Row, _Context, _objective, interleaved, speedup_row, _join
 from .training import pass_times
 
 
@@ -50,7 +49,7 @@ def bench_fastpaths(ctx: _Context) -> list[Row]:
         secs.clear()
     interleaved(fns, p.slow_repeats, ctx.device)
     hw = _bf16_hardware()
-    default_nhwc = use_channels_last(ctx.cfg(bundle, "pgd-at"), ctx.model(bundle), ctx.device)
+    default_nhwc = ctx.fit_layout(bundle, ctx.model(bundle)) is torch.channels_last
     for name, (kw, base_kw) in pairs.items():
         t, base = secs[tuple(sorted(kw.items()))], secs[tuple(sorted(base_kw.items()))]
         if "channels_last" in kw:
@@ -61,23 +60,21 @@ def bench_fastpaths(ctx: _Context) -> list[Row]:
             vs = "the default layout in float32"
             why = ("convolutions and matmuls in bfloat16 (attack steps too, inside the objective); "
                    f"oneDNN bf16 support on this CPU: {hw}")
-        rows.append(Row(f"pgd-at epoch {name}", statistics.median(t), statistics.median(base),
-                        paired_ratio(base, t), "s/epoch",
-                        f"speed-up: {vs} / {name} seconds per epoch ({bundle.card.name} "
-                        f"{len(bundle.train)} samples, PGD-{p.steps}, {ctx.device.type})", None,
-                        _join(why, f"fit() epoch seconds, median of {p.slow_repeats}; accuracy "
-                              "effects not measured here", note)))
+        rows.append(speedup_row(f"pgd-at epoch {name}", t, base, "s/epoch",
+                                f"speed-up: {vs} / {name} seconds per epoch ({bundle.card.name} "
+                                f"{len(bundle.train)} samples, PGD-{p.steps}, {ctx.device.type})",
+                                None, _join(why, f"fit() epoch seconds, median of "
+                                            f"{p.slow_repeats}; accuracy effects not measured "
+                                            "here", note)))
     return rows
 
 
 def _layout_row(ctx: _Context, bundle: DataBundle, note: str) -> Row:
     """A 1-channel batch as the crop/flip gather makes it (channel stride H*W) against the same
     values with channel stride 1, which oneDNN runs on its channels-last convolution path."""
-    from ..data import InMemoryLoader
     name, measure = "1-channel batch layout", "speed-up of a bare forward+backward: channel " \
         "stride H*W (augmented batch) / channel stride 1"
-    x, y, _ = next(iter(InMemoryLoader(bundle.train, batch_size=ctx.plan.batch_size, augment=True,
-                                       card=bundle.card, device=ctx.device)))
+    x, y = ctx.augmented_batch(bundle)
     if x.shape[1] != 1:
         return Row(name, None, None, None, "s/batch", measure, None,
                    f"skipped: {bundle.card.name} has {x.shape[1]} channels", skipped=True)
@@ -90,21 +87,17 @@ def _layout_row(ctx: _Context, bundle: DataBundle, note: str) -> Row:
     for _ in range(reps):  # interleaved, one pass each
         for key, xx in (("hw", gathered), ("one", strided)):
             t[key].append(pass_times(model, xx, y, ctx.device, 1)["fb"])
-    return Row(name, statistics.median(t["one"]), statistics.median(t["hw"]),
-               paired_ratio(t["hw"], t["one"]), "s/batch", f"{measure} ({bundle.card.name}, batch "
-               f"{len(y)}, cnn-small)", None,
-               _join("same values, same shape; only the stride of the size-1 channel dimension "
-                     "differs (InMemoryLoader's augmented batches have H*W, its plain ones 1)",
-                     f"median of {reps}", note))
-
-
+    return speedup_row(name, t["one"], t["hw"], "s/batch", f"{measure} ({bundle.card.name}, "
+                       f"batch {len(y)}, cnn-small)", None,
+                       _join("same values, same shape; only the stride of the size-1 channel dimension "
+                             "differs (InMemoryLoader's augmented batches have H*W, its plain "
+                             "ones 1)", f"median of {reps}", note))
 
 
 def _stem_row(ctx: _Context, bundle: DataBundle, note: str) -> Row:
     """PGD-k on one batch with :class:`~samplewise.models.StemConv2d`'s fast input gradient
     against the same model with it off (the library's transposed-convolution kernel)."""
     from ..attacks import pgd
-    from ..data import InMemoryLoader
     from ..models import set_fast_input_grad
     p = ctx.plan
     name = "stem input gradient"
@@ -116,10 +109,8 @@ def _stem_row(ctx: _Context, bundle: DataBundle, note: str) -> Row:
                    "path is for one-channel stems)", skipped=True)
     plain = ctx.model(bundle)
     set_fast_input_grad(plain, False)
-    fmt = torch.channels_last if use_channels_last(ctx.cfg(bundle, "pgd-at"), fast, ctx.device) \
-        else torch.contiguous_format
-    x, y, _ = next(iter(InMemoryLoader(bundle.train, batch_size=p.batch_size, augment=True,
-                                       card=bundle.card, device=ctx.device)))
+    fmt = ctx.fit_layout(bundle, fast)
+    x, y = ctx.augmented_batch(bundle)
     x = x.contiguous(memory_format=fmt)
     card = bundle.card
     fns = {key: (lambda m=m.to(memory_format=fmt): pgd(m, x, y, eps=card.eps, alpha=card.alpha,
@@ -129,9 +120,8 @@ def _stem_row(ctx: _Context, bundle: DataBundle, note: str) -> Row:
         interleaved(fns, 1, ctx.device)
     reps = max(3, p.repeats)
     t = interleaved(fns, reps, ctx.device)
-    return Row(name, statistics.median(t["fast"]), statistics.median(t["plain"]),
-               paired_ratio(t["plain"], t["fast"]), "s/batch", f"{measure} ({card.name}, batch "
-               f"{len(y)}, cnn-small, {'NHWC' if fmt is torch.channels_last else 'NCHW'})", None,
-               _join("same values; the one-channel stem's input gradient as "
-                     "(grad @ W) then fold (on by default; the weight gradient is untouched)",
-                     f"median of {reps} interleaved repeats", note))
+    return speedup_row(name, t["fast"], t["plain"], "s/batch", f"{measure} ({card.name}, batch "
+                       f"{len(y)}, cnn-small, {'NHWC' if fmt is torch.channels_last else 'NCHW'})",
+                       None, _join("same values; the one-channel stem's input gradient as "
+                                   "(grad @ W) then fold (on by default; the weight gradient is "
+                                   "untouched)", f"median of {reps} interleaved repeats", note))

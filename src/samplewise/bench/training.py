@@ -12,7 +12,7 @@ from torch import nn
 
 from ..data import DataBundle
 from ..errors import SamplewiseError
-from ..train import fit, use_channels_last
+from ..train import fit
 from .core import (IDEAL_PASSES, Row, _Context, _fit_epoch, _median_time, _objective, interleaved,
                    paired_ratio, _join)
 
@@ -76,10 +76,8 @@ def epoch_pass_times(ctx: _Context, bundle: DataBundle, model: nn.Module,
     out = [(n // b, batches[0])] if n >= b else []
     if n % b:
         out.append((1, batches[-1]))
-    fmt = torch.contiguous_format
-    if use_channels_last(ctx.cfg(bundle, "standard"), model, ctx.device):  # as fit() will run it
-        fmt = torch.channels_last
-        model.to(memory_format=fmt)
+    fmt = ctx.fit_layout(bundle, model)  # as fit() will run it
+    model.to(memory_format=fmt)
     return [(count, pass_times(model, x.contiguous(memory_format=fmt), y, ctx.device, reps))
             for count, (x, y, _) in out]
 
