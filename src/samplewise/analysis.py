@@ -206,7 +206,6 @@ def vulnerability(model: nn.Module, bundle: DataBundle, table: ScoreTable, *,
         raise SamplewiseError("the score file's labels differ from the dataset's")
     model = model.to(device)
     parts: dict[str, list] = {k: [] for k in ("correct", "robust", "radius", "censored")}
-    iters = 0
     with fast_layout(model):  # NHWC on the CPU for every PGD of the bisection
         for b, start in enumerate(range(0, len(split), batch_size)):
             x = split.x[start:start + batch_size].to(device).float().div_(255)

@@ -126,11 +126,30 @@ def evaluate(model: nn.Module, split: Split, *, attack: str = "pgd", eps: float 
                 "n": len(data), "seed": seed, "batch_size": batch_size, "aa": [aa_version, aa_attacks],
                 "index_sum": int(data.index.sum())}
     resume = _BatchState(state_path, settings)
+    correct, robust = [], []
     with fast_layout(model):  # NHWC on the CPU for the whole evaluation (samplewise.models.layout)
-        correct, robust = _evaluate_batches(model, data, resume, attack=attack, eps=eps,
-                                            alpha=alpha, steps=steps, batch_size=batch_size,
-                                            seed=seed, device=device, gen=gen,
-                                            aa_version=aa_version, aa_attacks=aa_attacks)
+        for b, i in enumerate(range(0, len(data), batch_size)):
+            if resume.has(b):  # a batch finished before the evaluation was killed
+                c, r = resume.get(b)
+                correct.append(c)
+                robust.append(r)
+                continue
+            x = _to_float(data.x[i:i + batch_size], device)
+            y = data.y[i:i + batch_size].to(device)
+            correct.append(predict(model, x) == y)
+            if attack == "clean":
+                robust.append(correct[-1])
+                continue
+            if attack == "autoattack":
+                x_adv = autoattack(model, x, y, eps=eps, version=aa_version, attacks=aa_attacks,
+                                   batch_size=batch_size, seed=seed + b)
+            elif attack == "fgsm":
+                x_adv = ATTACKS.get("fgsm")(model, x, y, eps=eps, generator=gen)
+            else:
+                x_adv = ATTACKS.get(attack)(model, x, y, eps=eps, alpha=alpha, steps=steps, generator=gen)
+            # a sample counts as robust only if it is also classified correctly when clean
+            robust.append((predict(model, x_adv) == y) & correct[-1])
+            resume.put(b, correct[-1], robust[-1])
     correct_t = torch.cat([t.cpu() for t in correct])
     robust_t = torch.cat([t.cpu() for t in robust])
     out = {"attack": attack, "eps": float(eps), "alpha": float(alpha) if attack in ("pgd", "cw") else None,
@@ -142,32 +161,3 @@ def evaluate(model: nn.Module, split: Split, *, attack: str = "pgd", eps: float 
         out["per_sample"] = {"index": data.index.tolist(), "correct": correct_t.tolist(),
                              "robust": robust_t.tolist()}
     return out
-
-
-def _evaluate_batches(model, data: Split, resume, *, attack, eps, alpha, steps, batch_size, seed,
-                      device, gen, aa_version, aa_attacks) -> tuple[list, list]:
-    """Per-batch clean and robust flags (``resume`` skips finished batches and records new ones)."""
-    correct, robust = [], []
-    for b, i in enumerate(range(0, len(data), batch_size)):
-        if resume.has(b):  # a batch finished before the evaluation was killed
-            c, r = resume.get(b)
-            correct.append(c)
-            robust.append(r)
-            continue
-        x = _to_float(data.x[i:i + batch_size], device)
-        y = data.y[i:i + batch_size].to(device)
-        correct.append(predict(model, x) == y)
-        if attack == "clean":
-            robust.append(correct[-1])
-            continue
-        if attack == "autoattack":
-            x_adv = autoattack(model, x, y, eps=eps, version=aa_version, attacks=aa_attacks,
-                               batch_size=batch_size, seed=seed + b)
-        elif attack == "fgsm":
-            x_adv = ATTACKS.get("fgsm")(model, x, y, eps=eps, generator=gen)
-        else:
-            x_adv = ATTACKS.get(attack)(model, x, y, eps=eps, alpha=alpha, steps=steps, generator=gen)
-        # a sample counts as robust only if it is also classified correctly when clean
-        robust.append((predict(model, x_adv) == y) & correct[-1])
-        resume.put(b, correct[-1], robust[-1])
-    return correct, robust

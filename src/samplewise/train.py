@@ -101,6 +101,7 @@ def _progress(iterable, enabled: bool, desc: str, total: int):
     return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True, disable=None)
 
 
+@keep_layout()
 def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainConfig, *,
         out_dir: str | Path | None = None, hooks: Sequence[Hook] = (), subset=None,
         device: str | torch.device = "cpu", resume: bool = False, rank: int = 0,
@@ -121,15 +122,6 @@ def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainCo
         >>> res = fit(model, load_dataset("digits"), build_objective("standard", eps=0.1,
         ...           alpha=0.025, steps=0), TrainConfig(epochs=2))
     """
-    with keep_layout():
-        return _fit(model, bundle, objective, cfg, out_dir=out_dir, hooks=hooks, subset=subset,
-                    device=device, resume=resume, rank=rank, world_size=world_size,
-                    ddp_model=ddp_model)
-
-
-def _fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainConfig, *,
-         out_dir, hooks: Sequence[Hook], subset, device, resume: bool, rank: int,
-         world_size: int, ddp_model: nn.Module | None) -> FitResult:
     train_split = bundle.train.subset(subset) if subset is not None else bundle.train
     augment = cfg.augment if cfg.augment is not None else (bundle.card.crop_pad > 0 or bundle.card.flip)
     loader = InMemoryLoader(train_split, batch_size=cfg.batch_size, shuffle=True, augment=augment,
