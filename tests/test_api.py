@@ -293,6 +293,7 @@ def test_indexed_dataset_tensor_and_torchvision_style(digits):
     tv = sw.IndexedDataset(_PILDigits(digits.train.x[:40], digits.train.y[:40], ToTensor()))
     xb, yb, ib = next(iter(DataLoader(tv, batch_size=8, shuffle=True,
                                       generator=torch.Generator().manual_seed(0))))
-    torch.testing.assert_close(xb, x[ib]) and torch.equal(yb, y[ib])
+    torch.testing.assert_close(xb, x[ib])
+    assert torch.equal(yb, y[ib])
     with pytest.raises(SamplewiseError, match=r"items \(x, y\)"):
         sw.IndexedDataset(TensorDataset(x, y, y))[0]
