@@ -18,14 +18,15 @@ Example:
 from .runinfo import __version__
 from .errors import SamplewiseError
 from .config import TrainConfig, load_config
-from .data import DataBundle, DatasetCard, InMemoryLoader, Split, list_datasets, load_dataset
+from .data import (DataBundle, DatasetCard, IndexedDataset, InMemoryLoader, Split, list_datasets,
+                   load_dataset)
 from .models import create_model, load_model, save_model
 from .attacks import autoattack, cw_inf, fgsm, pgd
 from .objectives import StepContext, build_objective, list_objectives
 from .train import FitResult, Hook, fit
 from .evaluate import evaluate
 from .runs import run_training
-from .hardness import ScoreTable
+from .hardness import AIGNMeter, ScoreTable, input_grad_norms
 from .hardness.scoring import score, scores_from_model
 from .coreset import select, list_selectors
 
@@ -34,5 +35,6 @@ __all__ = [
     "InMemoryLoader", "Split", "list_datasets", "load_dataset", "create_model", "load_model",
     "save_model", "autoattack", "cw_inf", "fgsm", "pgd", "StepContext", "build_objective",
     "list_objectives", "FitResult", "Hook", "fit", "evaluate", "run_training", "ScoreTable", "score",
-    "scores_from_model", "select", "list_selectors",
+    "scores_from_model", "select", "list_selectors", "input_grad_norms", "AIGNMeter",
+    "IndexedDataset",
 ]

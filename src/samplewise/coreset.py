@@ -35,7 +35,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import SamplewiseError
-from .hardness.scorefile import ScoreTable
+from .hardness.scorefile import SCORE_NAMES, ScoreTable
 from .io import np_save, write_json
 from .registry import Registry
 
@@ -66,13 +66,17 @@ def subset_size(fraction: float, n: int) -> int:
     return min(n, max(1, math.ceil(round(f * n, 6))))
 
 
-def select(table: ScoreTable | str | os.PathLike, method: str, fraction: float, *,
+def select(table: ScoreTable | str | os.PathLike | np.ndarray, method: str, fraction: float, *,
            class_balanced: bool = False, seed: int = 0, score: str | None = None,
-           **options) -> np.ndarray:
+           labels=None, **options) -> np.ndarray:
     """Pick a coreset: sorted unique dataset indices of ``ceil(fraction * N)`` samples.
 
     Args:
-        table: a score table, or the path of a score file.
+        table: a score table, the path of a score file, or a plain array of N scores (higher =
+            harder; entry i is dataset index i), e.g. ``AIGNMeter.scores()``. An array serves the
+            score-only selectors (easycore, hardcore, random, el2n, ..., ccs), which all rank by
+            it; the selectors that need features (moderate, kcenter) need a score table.
+        labels: with an array of scores, the class of each sample (for ``class_balanced``).
         method: a registered selector (``SELECTORS.names()``): easycore, hardcore, random,
             el2n, grand, forgetting, aum, loss, ccs, moderate, kcenter, ...
         fraction: share of the N scored samples to keep, in (0, 1]; see :func:`subset_size`.
@@ -92,6 +96,11 @@ def select(table: ScoreTable | str | os.PathLike, method: str, fraction: float, 
     """
     if isinstance(table, (str, os.PathLike)):
         table = ScoreTable.load(table)
+    elif not isinstance(table, ScoreTable):
+        table = scores_table(table, method, labels, class_balanced)
+    elif labels is not None:
+        raise SamplewiseError("labels= goes with a plain array of scores; a score table has its "
+                              "own labels")
     fn = SELECTORS.get(method)
     n = len(table)
     if n == 0:
@@ -118,6 +127,39 @@ def select(table: ScoreTable | str | os.PathLike, method: str, fraction: float, 
     log.info("selected %d of %d samples with %s%s", k, n, method,
              " (class-balanced)" if class_balanced else "")
     return out
+
+
+def scores_table(scores, method: str, labels=None, class_balanced: bool = False) -> ScoreTable:
+    """A score table over a plain array of scores: index ``0..N-1``, every score name the array.
+
+    Each score-only selector ranks by the array whatever score it would read (``aign`` for
+    easycore, ``el2n`` for el2n, ``score=`` for ccs). Refuses selectors that need features.
+
+    Example:
+        >>> scores_table(np.array([0.3, 0.1]), "easycore").get("aign")
+        array([0.3, 0.1], dtype=float32)
+    """
+    entry = next((e for e in SELECTORS.entries() if e.name == method), None)
+    if entry is not None and entry.meta.get("needs") == "features":
+        raise SamplewiseError(f"selector '{method}' needs penultimate features, not only scores: "
+                              "pass a score table (samplewise score writes them), not an array")
+    if class_balanced and labels is None:
+        raise SamplewiseError("class_balanced selection from an array of scores needs labels=")
+    values = np.asarray(scores.detach().cpu() if hasattr(scores, "detach") else scores)
+    if values.ndim != 1 or values.dtype.kind not in "iuf":
+        raise SamplewiseError(f"scores must be a 1-D array of numbers (one per dataset index), "
+                              f"got shape {values.shape}, dtype {values.dtype}")
+    if not np.isfinite(values).all():
+        raise SamplewiseError(f"scores hold {int((~np.isfinite(values)).sum())} NaN or infinite "
+                              "values (samples never scored?); select among the scored ones "
+                              "with a score table (AIGNMeter.to_table)")
+    n = len(values)
+    lab = np.zeros(n, dtype=np.int64) if labels is None else np.asarray(
+        labels.cpu() if hasattr(labels, "cpu") else labels)
+    if lab.shape != (n,):
+        raise SamplewiseError(f"labels must have one class per score ({n}), got shape {lab.shape}")
+    return ScoreTable(index=np.arange(n), labels=lab,
+                      scores={name: values for name in SCORE_NAMES}, meta={"num_train": n})
 
 
 def list_selectors() -> dict[str, str]:
@@ -293,7 +335,8 @@ def _features(table: ScoreTable, method: str) -> np.ndarray:
 
 @SELECTORS.register("moderate", help="moderate coreset (Xia et al. 2023): keep samples whose "
                                      "distance to their class median feature is nearest the "
-                                     "median distance", keeps="median distance")
+                                     "median distance", keeps="median distance",
+                    needs="features")
 def moderate(table: ScoreTable, k: int, rng) -> np.ndarray:
     """Keep the ``k`` samples minimising ``|d - median(d)|``, ``d`` = feature distance to the
     sample's class median feature vector."""
@@ -315,7 +358,7 @@ def _sq_dist(x: np.ndarray, center: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 
 @SELECTORS.register("kcenter", help="greedy k-center on penultimate features (Sener & Savarese "
-                                    "2018)", keeps="coverage")
+                                    "2018)", keeps="coverage", needs="features")
 def kcenter(table: ScoreTable, k: int, rng) -> np.ndarray:
     """Greedy k-center: start at a random sample, then repeatedly add the sample farthest from
     the chosen centers (a 2-approximation of the minimax radius). O(N k D) time, vectorised."""

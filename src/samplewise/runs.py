@@ -21,7 +21,7 @@ import torch
 
 from . import distributed, io
 from .config import TrainConfig, dump_yaml, to_dict
-from .coreset import load_selection_meta, selection_checksum
+from .coreset import load_selection_meta, save_selection, selection_checksum
 from .data import DataBundle, load_dataset, load_subset_file
 from .errors import SamplewiseError
 from .evaluate import evaluate
@@ -82,11 +82,19 @@ def resolve_attack(cfg: TrainConfig, bundle: DataBundle) -> TrainConfig:
 
 
 def run_training(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: bool = False,
-                 hooks: Sequence[Hook] = (), device: str | None = None) -> dict:
+                 hooks: Sequence[Hook] = (), device: str | None = None, subset=None) -> dict:
     """Train (or distil) as ``cfg`` says and write the run directory; returns ``result.json``.
+
+    Args:
+        subset: dataset indices to train on (e.g. from :func:`samplewise.select`), instead of
+            ``cfg.subset`` (a file). They are written to ``out_dir/subset.npy`` with a checksum
+            and the dataset fingerprint beside it (:data:`RUN_SUBSET`), and the run then trains
+            exactly as with ``cfg.subset`` naming that file; a resumed run must pass the same
+            indices.
 
     Example:
         >>> run_training(TrainConfig(dataset="digits", model="cnn-small", epochs=3), "runs/demo")
+        >>> run_training(cfg, "runs/ec50", subset=select(table, "easycore", 0.5))
     """
     out = prepare_out_dir(out_dir, resume, overwrite)
     if resume and (out / "result.json").exists() and (out / "model.pt").exists():
@@ -105,7 +113,11 @@ def run_training(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
     env = distributed.setup(device or cfg.device)
     device = env.device
     bundle = load_bundle(cfg)
-    subset = load_subset(cfg.subset, bundle) if cfg.subset else None
+    given = subset is not None
+    if given:
+        cfg, subset = given_subset(cfg, out, subset, bundle, resume)
+    else:
+        subset = load_subset(cfg.subset, bundle) if cfg.subset else None
     cfg = resolve_attack(cfg, bundle)
     n_train = len(subset) if subset is not None else len(bundle.train)
     epochs = cfg.epochs
@@ -124,6 +136,9 @@ def run_training(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
         _check_resumable(out, model)
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)  # only once every input has been validated
+        if given:
+            save_selection(cfg.subset, subset, {"dataset": bundle.card.name, "source": "run_training",
+                                                "fingerprint": bundle.fingerprint})
         io.write_text(out / "config.yaml", dump_yaml(resolved))
     model.to(device)
     ddp = _ddp(model, env)
@@ -150,6 +165,35 @@ def run_training(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
     if env.enabled:
         distributed.barrier()
     return result
+
+
+RUN_SUBSET = "subset.npy"
+
+
+def given_subset(cfg: TrainConfig, out: Path, indices, bundle: DataBundle, resume: bool
+                 ) -> tuple[TrainConfig, np.ndarray]:
+    """Check the indices handed to :func:`run_training` and return ``(cfg, sorted indices)``,
+    ``cfg.subset`` naming ``out/subset.npy``, where the run writes them with its config.
+
+    A file subset is read back sorted (:func:`samplewise.coreset.save_selection`), so sorting
+    here makes the run identical to one trained from a file of the same indices. A resumed run
+    must pass the indices it was started with (compared by checksum).
+    """
+    if cfg.subset:
+        raise SamplewiseError("pass the subset either as indices (subset=) or as a file "
+                              f"(cfg.subset={cfg.subset!r}), not both")
+    arr = np.asarray(indices.cpu() if isinstance(indices, torch.Tensor) else indices)
+    if arr.ndim != 1 or arr.size == 0 or arr.dtype.kind not in "iu":
+        raise SamplewiseError(f"subset must be a non-empty 1-D array of integer dataset indices, "
+                              f"got shape {arr.shape}, dtype {arr.dtype}")
+    arr = np.sort(arr.astype(np.int64))
+    bundle.train.subset(arr)  # validates: unique, non-negative, in the training split
+    path = out / RUN_SUBSET
+    meta = load_selection_meta(path) if resume and path.exists() else None
+    if meta is not None and meta.get("checksum") != selection_checksum(arr):
+        raise SamplewiseError(f"{out} was started on other subset indices ({path}); pass the "
+                              "same indices to resume, or overwrite to start again")
+    return dataclasses.replace(cfg, subset=str(path)), arr
 
 
 def _check_resumable(out: Path, model) -> None:

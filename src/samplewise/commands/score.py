@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", default="checkpoint", choices=["checkpoint", "online"],
                    help="checkpoint: eval-mode pass on clean inputs after each tracked epoch; "
                    "online: the training batches' own input gradients (augmented, train mode)")
-    p.add_argument("--p", default="2", choices=["2", "1", "sq"], help="input-gradient norm")
+    p.add_argument("--p", default="2", choices=["2", "1", "sq", "inf"], help="input-gradient norm")
     p.add_argument("--track-every", type=int, default=1, help="track every k-th epoch")
     p.add_argument("--early-epochs", type=int, help="tracked epochs averaged into EL2N/GraNd "
                    "(default: the first 10%%, at least 1)")

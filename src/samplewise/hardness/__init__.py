@@ -6,7 +6,9 @@ itself (a pipeline over :func:`samplewise.runs.run_training`) lives in
 """
 
 from .scorefile import FORMAT, SCORE_NAMES, ScoreTable
-from .trackers import EvalPassTracker, OnlineAIGNTracker, TrainingDynamicsTracker, per_sample_pass
+from .trackers import (EvalPassTracker, OnlineAIGNTracker, TrainingDynamicsTracker,
+                       input_grad_norms, per_sample_pass)
+from .meter import AIGNMeter
 
-__all__ = ["FORMAT", "SCORE_NAMES", "ScoreTable", "EvalPassTracker", "OnlineAIGNTracker",
-           "TrainingDynamicsTracker", "per_sample_pass"]
+__all__ = ["FORMAT", "SCORE_NAMES", "ScoreTable", "AIGNMeter", "EvalPassTracker",
+           "OnlineAIGNTracker", "TrainingDynamicsTracker", "input_grad_norms", "per_sample_pass"]

@@ -21,7 +21,7 @@ class Standard(Objective):
 
     name = "standard"
 
-    def __call__(self, model, x, y, idx, ctx: StepContext) -> dict:
+    def forward(self, model, x, y, idx, ctx: StepContext) -> dict:
         logits = model(x)
         return _out(losses.ce(logits, y, reduction="none"), logits)
 
@@ -32,7 +32,7 @@ class PGDAT(Objective):
 
     name = "pgd-at"
 
-    def __call__(self, model, x, y, idx, ctx: StepContext) -> dict:
+    def forward(self, model, x, y, idx, ctx: StepContext) -> dict:
         x_adv = pgd(model, x, y, eps=self.eps, alpha=self.alpha, steps=self.steps,
                     generator=ctx.generator)
         logits = model(x_adv)
@@ -50,7 +50,7 @@ class FGSMRS(Objective):
         super().__init__(eps=eps, alpha=alpha, steps=steps, **options)
         self.step_scale = check_number(self.name, "step_scale", step_scale, positive=True)
 
-    def __call__(self, model, x, y, idx, ctx: StepContext) -> dict:
+    def forward(self, model, x, y, idx, ctx: StepContext) -> dict:
         x_adv = fgsm(model, x, y, eps=self.eps, alpha=self.step_scale * self.eps,
                      random_start=True, generator=ctx.generator)
         logits = model(x_adv)
@@ -71,7 +71,7 @@ class TRADES(Objective):
     def settings(self) -> dict:
         return {**super().settings(), "beta": self.beta}
 
-    def __call__(self, model, x, y, idx, ctx: StepContext) -> dict:
+    def forward(self, model, x, y, idx, ctx: StepContext) -> dict:
         x_adv = pgd(model, x, y, eps=self.eps, alpha=self.alpha, steps=self.steps, loss="kl",
                     random_start="normal", generator=ctx.generator)
         logits = model(x)
@@ -94,7 +94,7 @@ class MART(Objective):
     def settings(self) -> dict:
         return {**super().settings(), "beta": self.beta}
 
-    def __call__(self, model, x, y, idx, ctx: StepContext) -> dict:
+    def forward(self, model, x, y, idx, ctx: StepContext) -> dict:
         x_adv = pgd(model, x, y, eps=self.eps, alpha=self.alpha, steps=self.steps,
                     generator=ctx.generator)
         logits = model(x)

@@ -3,6 +3,15 @@
 An objective combines pure losses (:mod:`samplewise.losses`) and attacks
 (:mod:`samplewise.attacks`); the training loop reads only ``out["loss"]`` and hands the whole
 dict to hooks (per-sample trackers), so objectives and trackers never know about each other.
+
+An objective is called the same way in :func:`samplewise.train.fit` and in any hand-written loop:
+
+    >>> obj = build_objective("pgd-at", eps=0.1, alpha=0.025, steps=10)
+    >>> out = obj(model, x, y)                                   # doctest: +SKIP
+    >>> out["loss"].backward()                                   # doctest: +SKIP
+
+Objectives that keep per-sample state need ``idx=`` (dataset indices); those that ramp with the
+epoch need ``epoch=`` and ``epochs=``; both say so in one error when they are missing.
 """
 
 from __future__ import annotations
@@ -55,9 +64,64 @@ class Objective:
                 f"objective '{self.name}' got unknown option(s): {', '.join(sorted(options))}")
         self.eps, self.alpha, self.steps = float(eps), float(alpha), int(steps)
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor,
-                 ctx: StepContext) -> dict:
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx=None,
+                 ctx: StepContext | None = None, *, epoch: int | None = None,
+                 epochs: int | None = None, generator: torch.Generator | None = None) -> dict:
+        """One training step's loss: ``obj(model, x, y)`` in any loop.
+
+        Args:
+            model: the model being trained (its mode is the caller's: train mode in a loop).
+            x, y: the batch (inputs in [0, 1] for the attacks' clipping) and int64 labels.
+            idx: the batch's dataset indices; needed by objectives with per-sample state
+                (:meth:`needs_index`, e.g. ``saad-measured`` with ``ema``).
+            ctx: a full :class:`StepContext` (what :func:`samplewise.train.fit` passes); else it
+                is built from ``epoch``, ``epochs`` and ``generator``.
+            epoch, epochs: the 0-based epoch and the number of epochs; needed by objectives that
+                ramp with training (:meth:`needs_epoch`, e.g. IGDM's and SAAD's ``t/E``, IAD's
+                warm-up).
+            generator: drives the attack's random start; ``None``: PyTorch's global generator.
+
+        Returns:
+            A dict with a scalar ``loss`` to backpropagate, ``logits`` and per-sample terms.
+        """
+        if idx is not None and not isinstance(idx, torch.Tensor):
+            idx = torch.as_tensor(idx)
+        if ctx is None:
+            ctx = self._context(idx, epoch, epochs, generator)
+        elif self.needs_index() and idx is None:
+            raise SamplewiseError(self._missing("idx="))
+        return self.forward(model, x, y, idx, ctx)
+
+    def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                idx: torch.Tensor | None, ctx: StepContext) -> dict:
+        """The step itself (subclasses implement it); called by :meth:`__call__`."""
         raise NotImplementedError
+
+    def needs_index(self) -> bool:
+        """Whether the loss reads per-sample state by dataset index (so ``idx=`` is required)."""
+        return False
+
+    def needs_epoch(self) -> bool:
+        """Whether the loss depends on the epoch (so ``epoch=`` and ``epochs=`` are required)."""
+        return False
+
+    def _missing(self, what: str) -> str:
+        why = ("keeps per-sample state by dataset index" if what == "idx="
+               else "depends on the epoch (a ramp or a warm-up)")
+        return (f"objective '{self.name}' {why}: pass {what} when calling it "
+                f"({self.settings()})")
+
+    def _context(self, idx, epoch, epochs, generator) -> StepContext:
+        if self.needs_index() and idx is None:
+            raise SamplewiseError(self._missing("idx="))
+        if self.needs_epoch() and (epoch is None or epochs is None):
+            raise SamplewiseError(self._missing("epoch= and epochs="))
+        epoch, epochs = (0 if epoch is None else epoch), (1 if epochs is None else epochs)
+        ok = all(isinstance(v, int) and not isinstance(v, bool) for v in (epoch, epochs))
+        if not ok or epochs < 1 or not 0 <= epoch < epochs:
+            raise SamplewiseError(f"objective '{self.name}': need 0 <= epoch < epochs (integers), "
+                                  f"got epoch={epoch!r}, epochs={epochs!r}")
+        return StepContext(epoch=epoch, epochs=epochs, generator=generator)
 
     def bind(self, index: torch.Tensor) -> None:
         """Called by :func:`samplewise.train.fit` before the first step with the dataset indices
@@ -85,13 +149,26 @@ def check_number(objective: str, name: str, value, *, positive: bool = False) ->
     return float(value)
 
 
-def build_objective(name: str, *, eps: float, alpha: float, steps: int,
+def build_objective(name: str, *, eps: float, alpha: float | None = None, steps: int = 10,
                     teacher: nn.Module | None = None, **options: Any) -> Objective:
     """Build a registered objective.
+
+    Args:
+        name: a registered objective (:func:`list_objectives`).
+        eps: L∞ radius of the inner maximisation (inputs in [0, 1]).
+        alpha: its step size; default ``eps / 4``.
+        steps: its number of steps (default 10).
+        teacher: the frozen teacher of a distillation objective (any ``nn.Module``).
+        **options: the objective's options (e.g. ``beta=6.0`` for TRADES, ``ema=0.9``).
+
+    Returns:
+        An :class:`Objective`, callable as ``obj(model, x, y)`` (plus ``idx=``, ``epoch=``,
+        ``epochs=`` where it needs them) returning a dict with a scalar ``loss``.
 
     Example:
         >>> obj = build_objective("pgd-at", eps=0.1, alpha=0.025, steps=10)
     """
+    alpha = eps / 4 if alpha is None else alpha
     cls = OBJECTIVES.get(name)
     if getattr(cls, "needs_teacher", False):
         if teacher is None:

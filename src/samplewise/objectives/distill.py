@@ -17,7 +17,7 @@ this TAS measurement; ``measure_tas=False`` skips it (and drops ``transfer``/``t
 
 Example:
     >>> obj = build_objective("rslad", teacher=teacher, eps=8 / 255, alpha=2 / 255, steps=10)
-    >>> out = obj(student, x, y, idx, StepContext(generator=torch.Generator().manual_seed(0)))
+    >>> out = obj(student, x, y, generator=torch.Generator().manual_seed(0))
     >>> out["loss"].backward()
 """
 
@@ -221,7 +221,7 @@ class ARD(Distiller):
         if not self.temperature > 0:
             raise SamplewiseError(f"objective 'ard': temperature must be > 0, got {self.temperature!r}")
 
-    def __call__(self, model, x, y, idx, ctx: StepContext) -> dict:
+    def forward(self, model, x, y, idx, ctx: StepContext) -> dict:
         self._prepare(x)
         x_adv = pgd(model, x, y, eps=self.eps, alpha=self.alpha, steps=self.steps, loss="ce",
                     random_start=True, generator=ctx.generator)
@@ -252,7 +252,7 @@ class RSLAD(Distiller):
     def _check_options(self) -> None:
         _check_unit(self, "adv_weight")
 
-    def __call__(self, model, x, y, idx, ctx: StepContext) -> dict:
+    def forward(self, model, x, y, idx, ctx: StepContext) -> dict:
         self._prepare(x)
         zt_clean = self._teacher(x)
         x_adv = pgd(model, x, y, eps=self.eps, alpha=self.alpha, steps=self.steps, loss="kl",
@@ -283,11 +283,14 @@ class IAD(Distiller):
         _check_unit(self, "warmup")
         _check_nonneg(self, "beta")
 
+    def needs_epoch(self) -> bool:
+        return self.warmup > 0  # the introspection term starts after the warm-up epochs
+
     def introspecting(self, ctx: StepContext) -> bool:
         """Whether the introspection term is on at this step (after the warm-up epochs)."""
         return ctx.epoch >= int(self.warmup * ctx.epochs)
 
-    def __call__(self, model, x, y, idx, ctx: StepContext) -> dict:
+    def forward(self, model, x, y, idx, ctx: StepContext) -> dict:
         self._prepare(x)
         x_adv = pgd(model, x, y, eps=self.eps, alpha=self.alpha, steps=self.steps, loss="ce",
                     random_start=True, generator=ctx.generator)
@@ -319,7 +322,7 @@ class AdaAD(Distiller):
         return maximise_kl(model, x, self.teacher, eps=self.eps, alpha=self.alpha,
                            steps=self.steps, generator=ctx.generator)
 
-    def __call__(self, model, x, y, idx, ctx: StepContext) -> dict:
+    def forward(self, model, x, y, idx, ctx: StepContext) -> dict:
         self._prepare(x)
         x_adv = self._inner(model, x, y, ctx)
         zt_adv = self._teacher(x_adv)
@@ -351,7 +354,10 @@ class IGDM(AdaAD):
     def _check_options(self) -> None:
         _check_nonneg(self, "alpha_ig")
 
-    def __call__(self, model, x, y, idx, ctx: StepContext) -> dict:
+    def needs_epoch(self) -> bool:
+        return bool(self.ramp) and self.alpha_ig > 0  # the t/E ramp
+
+    def forward(self, model, x, y, idx, ctx: StepContext) -> dict:
         self._prepare(x)
         x_adv = self._inner(model, x, y, ctx)
         x_minus = x - (x_adv - x)  # x − δ

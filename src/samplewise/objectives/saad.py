@@ -18,7 +18,7 @@ the weighting costs no extra pass (see docs/distillation.md for the counted pass
 
 Example:
     >>> obj = build_objective("saad-measured", teacher=t, eps=8 / 255, alpha=2 / 255, steps=10, ema=0.9)
-    >>> out = obj(student, x, y, idx, ctx); out["weights"].shape
+    >>> out = obj(student, x, y, idx=idx, epoch=0, epochs=200); out["weights"].shape
     torch.Size([128])
 """
 
@@ -149,6 +149,12 @@ class SAAD(Distiller):
             if self.ema == 1:
                 raise SamplewiseError(f"objective '{self.name}': ema must be in [0, 1) or None, got 1")
 
+    def needs_index(self) -> bool:
+        return self.ema is not None  # the per-sample EMA is kept by dataset index
+
+    def needs_epoch(self) -> bool:
+        return bool(self.ramp) and self.alpha_ig > 0  # IGDM's t/E ramp
+
     # ----- per-sample EMA of the transfer signal, indexed by dataset index -----
     def smooth_signal(self, s: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Update the per-sample EMA at dataset indices ``idx`` with ``s``; return the smoothed signal.
@@ -213,7 +219,7 @@ class SAAD(Distiller):
                             generator=ctx.generator)
         return x_adv, zt_clean
 
-    def __call__(self, model, x, y, idx, ctx: StepContext) -> dict:
+    def forward(self, model, x, y, idx, ctx: StepContext) -> dict:
         self._prepare(x)
         x_adv, zt_clean = self._inner(model, x, y, ctx)
         zt_adv = self._teacher(x_adv)

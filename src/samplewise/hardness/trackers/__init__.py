@@ -30,7 +30,7 @@ plumbing), :mod:`~samplewise.hardness.trackers.aign` (the two AIGN trackers) and
 
 from .aign import EvalPassTracker, OnlineAIGNTracker
 from .dynamics import TrainingDynamicsTracker
-from .sample_pass import PNorm, grad_norm, norm_kind, per_sample_pass
+from .sample_pass import PNorm, grad_norm, input_grad_norms, norm_kind, per_sample_pass
 
 __all__ = ["EvalPassTracker", "OnlineAIGNTracker", "PNorm", "TrainingDynamicsTracker", "grad_norm",
-           "norm_kind", "per_sample_pass"]
+           "input_grad_norms", "norm_kind", "per_sample_pass"]

@@ -1,5 +1,6 @@
 """The AIGN norm option (:func:`norm_kind`), per-row gradient norms, EL2N/GraNd from the logits,
-and :func:`per_sample_pass`: one eval-mode pass over a split (rows gathered across ranks)."""
+:func:`input_grad_norms` (one batch, any model) and :func:`per_sample_pass`: one eval-mode pass
+over a split (rows gathered across ranks)."""
 
 from __future__ import annotations
 
@@ -8,34 +9,80 @@ import torch.nn.functional as F
 from torch import nn
 
 from ... import distributed
+from ...attacks import eval_mode
 from ...data import Split, iter_batches
 from ...errors import SamplewiseError
 
-PNorm = int | str  # 2, 1 or "sq"
+PNorm = int | str  # 2, 1, "sq" or "inf"
 
 
 def norm_kind(p: PNorm) -> PNorm:
-    """Canonical form of the AIGN norm option: ``2``, ``1`` or ``"sq"`` (squared L2).
+    """Canonical form of the AIGN norm option: ``2``, ``1``, ``"sq"`` (squared L2) or ``"inf"``.
 
     Example:
-        >>> norm_kind("2"), norm_kind("sq")
-        (2, 'sq')
+        >>> norm_kind("2"), norm_kind("sq"), norm_kind(float("inf"))
+        (2, 'sq', 'inf')
     """
     key = str(p).strip().lower()
-    table = {"2": 2, "2.0": 2, "l2": 2, "1": 1, "1.0": 1, "l1": 1, "sq": "sq", "l2sq": "sq"}
+    table = {"2": 2, "2.0": 2, "l2": 2, "1": 1, "1.0": 1, "l1": 1, "sq": "sq", "l2sq": "sq",
+             "inf": "inf", "linf": "inf"}
     if key not in table:
-        raise SamplewiseError(f"unknown AIGN norm p={p!r}; choose from: 2, 1, sq")
+        raise SamplewiseError(f"unknown AIGN norm p={p!r}; choose from: 2, 1, sq, inf")
     return table[key]
 
 
 def grad_norm(g: torch.Tensor, p: PNorm) -> torch.Tensor:
-    """Per-row norm of a ``B x ...`` gradient: L2, L1 or squared L2 (``p="sq"``)."""
+    """Per-row norm of a ``B x ...`` gradient: L2, L1, squared L2 (``p="sq"``) or L∞."""
     flat = g.flatten(1)
     if p == 2:
         return torch.linalg.vector_norm(flat, ord=2, dim=1)
     if p == 1:
         return flat.abs().sum(1)
+    if p == "inf":
+        return flat.abs().amax(1)
     return flat.pow(2).sum(1)
+
+
+def ce_input_grad(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample CE (``reduction='none'``) and ``∇ₓ Σᵢ CE(logitsᵢ, yᵢ)``, row i sample i's own.
+
+    ``x`` must require grad and ``logits`` be computed from it. Only the input gradient is taken
+    (``torch.autograd.grad``), so no parameter ``.grad`` is touched. Rows are independent only
+    when the model does not mix samples (eval mode: BatchNorm uses its running statistics).
+    """
+    loss = F.cross_entropy(logits, y, reduction="none")
+    (g,) = torch.autograd.grad(loss.sum(), x)
+    return loss, g
+
+
+def input_grad_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, p: PNorm = 2
+                     ) -> torch.Tensor:
+    """Each sample's ``‖∇ₓ CE(model(xᵢ), yᵢ)‖_p``: a float tensor of shape ``[B]``.
+
+    One batched backward of the SUM of the per-sample losses (so row i is not scaled by 1/B),
+    with the model in eval mode (BatchNorm running statistics, no dropout: the rows are
+    independent) and its mode restored afterwards. Only the input gradient is taken, so the
+    parameters' ``.grad`` are left as they were. ``x`` is used as given (no copy kept; its own
+    ``requires_grad`` and ``.grad`` are not changed). This is one column of ``samplewise score``'s
+    checkpoint-mode AIGN when called on the clean training inputs after an epoch.
+
+    Args:
+        model: any ``nn.Module`` mapping ``x`` to logits.
+        x: inputs (B x ...), in the space the gradient is wanted in ([0, 1] for samplewise models).
+        y: int64 labels (B).
+        p: ``2`` (default), ``1``, ``float("inf")`` / ``"inf"``, or ``"sq"`` (squared L2).
+
+    Example:
+        >>> norms = input_grad_norms(model, x, y, p=2)        # doctest: +SKIP
+        >>> norms.shape == (len(x),)                          # doctest: +SKIP
+        True
+    """
+    p = norm_kind(p)
+    with eval_mode(model), torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        _, g = ce_input_grad(model(xg), xg, y)
+    return grad_norm(g.detach(), p).float()
 
 
 @torch.no_grad()
@@ -84,10 +131,11 @@ def per_sample_pass(model: nn.Module, split: Split, *, p: PNorm = 2, batch_size:
                 x.requires_grad_(input_grad)
                 h = model.features(x)
                 logits = model.head(h)
-                loss = F.cross_entropy(logits, y, reduction="none")
                 if input_grad:
-                    (g,) = torch.autograd.grad(loss.sum(), x)
+                    loss, g = ce_input_grad(logits, x, y)
                     parts["aign"].append(grad_norm(g, p).detach().cpu())
+                else:
+                    loss = F.cross_entropy(logits, y, reduction="none")
             el2n, grand = _error_terms(logits.detach(), h.detach(), y)
             parts["index"].append(idx.cpu())
             parts["el2n"].append(el2n.cpu())
