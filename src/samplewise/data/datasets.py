@@ -31,6 +31,7 @@ from ..io import atomic_path
 from ..registry import Registry
 from .cards import (DataBundle, DatasetCard, Split, fingerprint, make_card, read_npz,
                     split_80_20, stratified_choice)
+from .jpeg_archive import find_source, load_cached
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,10 @@ FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal
                   "Sneaker", "Bag", "Ankle boot")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck")
+#: the CIFAR-10 card's attack radius and step, augmentation and channel statistics, shared by
+#: ``cifar10`` and ``cifar10-jpeg``
+CIFAR10_CARD = dict(eps=8 / 255, alpha=2 / 255, crop_pad=4, flip=True,
+                    mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
 TINY_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -294,9 +299,7 @@ _register_torchvision("mnist", "MNIST 28x28 grey via torchvision (--download)",
                       lambda t: t.MNIST, [str(k) for k in range(10)], eps=0.3, alpha=0.01,
                       crop_pad=0, flip=False, mean=(0.1307,), std=(0.3081,))
 _register_torchvision("cifar10", "CIFAR-10 32x32 RGB via torchvision (--download)",
-                      lambda t: t.CIFAR10, CIFAR10_CLASSES, eps=8 / 255, alpha=2 / 255,
-                      crop_pad=4, flip=True, mean=(0.4914, 0.4822, 0.4465),
-                      std=(0.2470, 0.2435, 0.2616))
+                      lambda t: t.CIFAR10, CIFAR10_CLASSES, **CIFAR10_CARD)
 _register_torchvision("cifar100", "CIFAR-100 32x32 RGB, 100 classes, via torchvision "
                       "(--download)", lambda t: t.CIFAR100, None, eps=8 / 255, alpha=2 / 255,
                       crop_pad=4, flip=True, mean=(0.5071, 0.4865, 0.4409),
@@ -304,6 +307,22 @@ _register_torchvision("cifar100", "CIFAR-100 32x32 RGB, 100 classes, via torchvi
 _register_torchvision("svhn", "SVHN 32x32 RGB via torchvision (--download)", lambda t: t.SVHN,
                       [str(k) for k in range(10)], eps=8 / 255, alpha=1 / 255, crop_pad=2,
                       flip=False, mean=(0.4377, 0.4438, 0.4728), std=(0.1980, 0.2010, 0.1970))
+
+
+@DATASETS.register("cifar10-jpeg", help="CIFAR-10 (JPEG q75 copy) from ROOT/cifar10-jpeg.tar.gz "
+                   "or its extracted folder ROOT/cifar10-jpeg/, no download")
+def load_cifar10_jpeg_raw(root: Path, download: bool) -> RawData:
+    """CIFAR-10 re-encoded as JPEG (quality 75): 50,000 train / 10,000 test, 3x32x32.
+
+    Read from ``root/cifar10-jpeg.tar.gz``, else from ``root/cifar10-jpeg/`` (the archive
+    extracted: ``train/<class>/NNNN.jpg``, ``test/<class>/NNNN.jpg``); nothing is downloaded.
+    Labels follow CIFAR-10's class order; samples are ordered by class, then file number. The
+    pixels differ slightly from the original binary release (JPEG compression). Decoded once,
+    then cached (see :mod:`samplewise.data.jpeg_archive`). The card is the ``cifar10`` card
+    (:data:`CIFAR10_CARD`): eps 8/255, step 2/255, crop pad 4, flips, CIFAR-10 mean/std.
+    """
+    x, y, xt, yt = load_cached(find_source(root, "cifar10-jpeg"), CIFAR10_CLASSES, "cifar10-jpeg")
+    return RawData(make_card("cifar10-jpeg", x, CIFAR10_CLASSES, **CIFAR10_CARD), x, y, xt, yt)
 
 
 @DATASETS.register("tiny-imagenet", help="Tiny ImageNet 64x64 RGB, 200 classes "
