@@ -144,6 +144,9 @@ class Distiller(Objective):
     name = "distill"
     needs_teacher = True
     defaults: dict[str, Any] = {}
+    #: the distillation recipe's weight decay (the SAAD recipe, docs/methods.md "SAAD and the
+    #: distillation suite"); every distillation method shares it
+    recipe = {"weight_decay": 2e-4}
 
     def __init__(self, *, teacher: nn.Module, eps: float, alpha: float, steps: int, **options: Any):
         unknown = sorted(set(options) - set(self.defaults))
