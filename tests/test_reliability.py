@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -479,7 +478,10 @@ def test_any_set_overrides_give_a_config_or_our_error(overrides):
     assert isinstance(cfg, TrainConfig) and cfg.epochs > 0 and cfg.batch_size > 0
 
 
-_FUZZ_DIR = Path(tempfile.mkdtemp(prefix="samplewise-reliability-"))
+@pytest.fixture(scope="module")
+def fuzz_dir(tmp_path_factory) -> Path:
+    """Where the fuzz tests write their damaged files (removed with pytest's other temp dirs)."""
+    return tmp_path_factory.mktemp("fuzz")
 
 
 @pytest.fixture(scope="module")
@@ -503,8 +505,8 @@ _FUZZ = settings(max_examples=150, deadline=None,
 
 @_FUZZ
 @given(edits=_EDITS, cut=_CUT)
-def test_damaged_score_file_loads_or_raises_our_error(real_files, edits, cut):
-    path = _FUZZ_DIR / "scores.npz"
+def test_damaged_score_file_loads_or_raises_our_error(real_files, fuzz_dir, edits, cut):
+    path = fuzz_dir / "scores.npz"
     path.write_bytes(_damage(real_files["scores"], edits, cut))
     try:
         table = ScoreTable.load(path)
@@ -516,8 +518,8 @@ def test_damaged_score_file_loads_or_raises_our_error(real_files, edits, cut):
 
 @_FUZZ
 @given(edits=_EDITS, cut=_CUT)
-def test_damaged_model_file_loads_or_raises_our_error(real_files, edits, cut):
-    path = _FUZZ_DIR / "model.pt"
+def test_damaged_model_file_loads_or_raises_our_error(real_files, fuzz_dir, edits, cut):
+    path = fuzz_dir / "model.pt"
     path.write_bytes(_damage(real_files["model"], edits, cut))
     try:
         model = load_model(path)

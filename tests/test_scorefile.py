@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -159,7 +158,7 @@ def test_unreadable_files(tmp_path):
             ScoreTable.load(tmp_path / name)
 
 
-def test_in_memory_validation():
+def test_in_memory_validation(tmp_path):
     with pytest.raises(SamplewiseError, match="non-finite"):
         ScoreTable([0, 1], [0, 0], {"aign": [0.0, np.nan]})
     with pytest.raises(SamplewiseError, match="invalid score name"):
@@ -167,8 +166,7 @@ def test_in_memory_validation():
     with pytest.raises(SamplewiseError, match="num_train"):
         ScoreTable([0, 1], [0, 0], meta={"num_train": 1})
     with pytest.raises(SamplewiseError, match="overflow float16"):
-        ScoreTable([0], [0], features=np.full((1, 2), 1e6)).save(
-            Path(tempfile.mkdtemp()) / "x.npz")
+        ScoreTable([0], [0], features=np.full((1, 2), 1e6)).save(tmp_path / "x.npz")
 
 
 # ---------------------------------------------------------------------------- property tests
@@ -200,15 +198,21 @@ def _garbage_files(draw):
     return arrays
 
 
-_DIR = Path(tempfile.mkdtemp(prefix="samplewise-scorefile-"))
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory) -> Path:
+    """One folder for the property tests' files (module scope: hypothesis reruns a test body
+    many times within one call, which a function-scoped fixture would not reset)."""
+    return tmp_path_factory.mktemp("scorefile")
+
+
 _SETTINGS = settings(max_examples=150, deadline=None,
                      suppress_health_check=[HealthCheck.too_slow])
 
 
 @_SETTINGS
 @given(_garbage_files())
-def test_load_never_raises_anything_but_samplewise_error(arrays):
-    path = write_raw(_DIR / "garbage.npz", arrays)
+def test_load_never_raises_anything_but_samplewise_error(scratch, arrays):
+    path = write_raw(scratch / "garbage.npz", arrays)
     try:
         table = ScoreTable.load(path)
     except SamplewiseError as exc:
@@ -219,8 +223,8 @@ def test_load_never_raises_anything_but_samplewise_error(arrays):
 
 @_SETTINGS
 @given(st.integers(0, 10**6), st.integers(1, 64), st.booleans())
-def test_damaged_bytes_never_raise_anything_but_samplewise_error(pos, width, truncate):
-    good = _DIR / "good.npz"
+def test_damaged_bytes_never_raise_anything_but_samplewise_error(scratch, pos, width, truncate):
+    good = scratch / "good.npz"
     if not good.exists():
         make_table(n=30).save(good)
     data = bytearray(good.read_bytes())
@@ -229,8 +233,8 @@ def test_damaged_bytes_never_raise_anything_but_samplewise_error(pos, width, tru
         data = data[:pos]
     else:
         data[pos:pos + width] = bytes((b + 1) % 256 for b in data[pos:pos + width])
-    (_DIR / "damaged.npz").write_bytes(bytes(data))
+    (scratch / "damaged.npz").write_bytes(bytes(data))
     try:
-        ScoreTable.load(_DIR / "damaged.npz")
+        ScoreTable.load(scratch / "damaged.npz")
     except SamplewiseError:
         pass

@@ -35,9 +35,7 @@ def test_distill_command_logs_tas_and_keeps_the_teacher(tmp_path, teacher_dir, m
                  "--epochs", "2", "--steps", "2", "--out", str(out), "--set", *QUICK])
     assert code == 0, capsys.readouterr().err
     lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
-    assert len(lines) == 2
-    for line in lines:
-        assert 0.0 <= line["tas"] <= 1.0 and line["seconds"] > 0
+    assert len(lines) == 2 and all(line["seconds"] > 0 for line in lines)
     result = json.loads((out / "result.json").read_text())
     assert result["tas_per_epoch"] == [l["tas"] for l in lines]
     hist = io.np_load(out / "transfer.npz")
@@ -45,8 +43,9 @@ def test_distill_command_logs_tas_and_keeps_the_teacher(tmp_path, teacher_dir, m
     assert hist["transfer"].shape == (len(bundle.train), 2)
     assert np.array_equal(hist["index"], np.sort(bundle.train.index.numpy()))
     assert set(np.unique(hist["transfer"])) <= {0, 1}
-    # the epoch's TAS is the mean of that epoch's per-sample flags
-    assert hist["transfer"][:, -1].mean() == pytest.approx(lines[-1]["tas"], abs=1e-6)
+    # every epoch's TAS is the mean of that epoch's per-sample flags (recomputed from the file)
+    for epoch, line in enumerate(lines):
+        assert hist["transfer"][:, epoch].mean() == pytest.approx(line["tas"], abs=1e-6), epoch
     after = load_model(teacher_dir).state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert "weight_decay: 0.0002" in (out / "config.yaml").read_text()

@@ -64,12 +64,10 @@ def _train_config(a):
             "attack_steps", "subset", "train_size", "seed", "device", "teacher", "amp",
             "channels_last", "compile", "threads")
     direct = {k: getattr(a, k, None) for k in keys}
-    if a.command == "distill":  # the distillation recipe's defaults (methods.md §4)
-        direct["objective"] = direct["objective"] or "saad"
-        overrides = ["weight_decay=2e-4", *a.set]
-    else:
-        overrides = a.set
-    return load_config(path=a.config, overrides=overrides, **direct)
+    # distill's own default method, below --config and --set; recipe defaults (e.g. the
+    # distillation weight decay) belong to the objective: samplewise.objectives.resolve_recipe
+    defaults = {"objective": "saad"} if a.command == "distill" else None
+    return load_config(path=a.config, overrides=a.set, defaults=defaults, **direct)
 
 
 @command("train", "train a model (standard, pgd-at, trades, ...) and write a run directory")

@@ -1,9 +1,15 @@
 """Run configuration: frozen dataclasses are the single source of truth.
 
-A run's settings come from, in order: the dataclass defaults, an optional YAML file (safe loader),
-``key=value`` overrides from the command line, then explicit flags. Every value is type-checked
-against the field's annotation; unknown keys are refused. ``None`` means "the component's own
-default" (e.g. ``eps=None`` takes the dataset card's ε).
+A run's settings come from, in order (each beats the ones before it): the dataclass defaults,
+the objective's recipe defaults, a command's own defaults (``distill``: ``objective=saad``), an
+optional YAML file (safe loader), ``key=value`` overrides from the command line, then explicit
+flags. Every value is type-checked against the field's annotation; unknown keys are refused.
+``None`` means "the component's own default" (e.g. ``eps=None`` takes the dataset card's ε).
+
+Recipe defaults: the keys of :data:`RECIPE_KEYS` are ``None`` in :class:`TrainConfig` until
+:func:`with_recipe` fills them from the objective's ``recipe`` (e.g. the distillation
+objectives' ``weight_decay=2e-4``), else from the code default. ``samplewise.runs.run_training``
+does that for the command line and the Python API alike, so both train the same recipe.
 
 Example:
     >>> cfg = load_config(TrainConfig, overrides=["epochs=3", "lr=0.05"])
@@ -40,7 +46,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 0.1
     momentum: float = 0.9
-    weight_decay: float = 5e-4
+    weight_decay: Optional[float] = None   # None: the objective's recipe default (RECIPE_KEYS)
     nesterov: bool = False
     schedule: str = "multistep"            # multistep | cosine | onecycle | constant
     milestones: tuple = (0.5, 0.75)        # fractions of the epochs (multistep)
@@ -70,6 +76,30 @@ class TrainConfig:
 
 
 _SCHEDULES = ("multistep", "cosine", "onecycle", "constant")
+
+#: keys an objective's recipe may set (``Objective.recipe``), with their code defaults; they stay
+#: ``None`` in a :class:`TrainConfig` until :func:`with_recipe` resolves them
+RECIPE_KEYS: dict[str, Any] = {"weight_decay": 5e-4}
+
+
+def with_recipe(cfg: TrainConfig, recipe: Optional[dict] = None) -> TrainConfig:
+    """``cfg`` with its unset recipe keys filled: the ``recipe``'s value, else the code default.
+
+    A value already set (by the caller, a YAML file, ``--set`` or a flag) always stays.
+
+    Example:
+        >>> with_recipe(TrainConfig(), {"weight_decay": 2e-4}).weight_decay
+        0.0002
+        >>> with_recipe(TrainConfig(weight_decay=0.0), {"weight_decay": 2e-4}).weight_decay
+        0.0
+    """
+    recipe = recipe or {}
+    unknown = sorted(set(recipe) - set(RECIPE_KEYS))
+    if unknown:
+        raise SamplewiseError(f"a recipe may set only {', '.join(RECIPE_KEYS)}; got {', '.join(unknown)}")
+    fill = {k: coerce(TrainConfig, k, recipe.get(k, default)) for k, default in RECIPE_KEYS.items()
+            if getattr(cfg, k) is None}
+    return dataclasses.replace(cfg, **fill) if fill else cfg
 
 
 def validate_train(cfg: TrainConfig) -> TrainConfig:
@@ -122,6 +152,8 @@ def check_device(device: str) -> None:
 def _positive(cfg, *names, allow_zero=False):
     for name in names:
         v = getattr(cfg, name)
+        if v is None:  # a recipe key left to the objective's recipe (with_recipe)
+            continue
         if not (v >= 0 if allow_zero else v > 0) or (isinstance(v, float) and not math.isfinite(v)):
             raise SamplewiseError(f"{name} must be {'>=' if allow_zero else '>'} 0, got {v}")
 
@@ -261,9 +293,11 @@ def build(cls, values: dict) -> Any:
     return cls(**checked)
 
 
-def load_config(cls=TrainConfig, path=None, overrides=(), **direct) -> Any:
-    """Defaults ← YAML file ← ``key=value`` overrides ← direct keyword values (``None`` skipped)."""
-    values: dict = {}
+def load_config(cls=TrainConfig, path=None, overrides=(), defaults=None, **direct) -> Any:
+    """Code defaults ← ``defaults`` (a command's own) ← YAML file ← ``key=value`` overrides ←
+    direct keyword values (``None`` skipped). Recipe keys left unset stay ``None`` (see
+    :func:`with_recipe`)."""
+    values: dict = dict(defaults or {})
     if path is not None:
         values.update(read_yaml(path))
     for item in overrides:

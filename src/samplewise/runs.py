@@ -26,7 +26,7 @@ from .data import DataBundle, load_dataset, load_subset_file
 from .errors import SamplewiseError
 from .evaluate import evaluate
 from .models import create_model, load_teacher, save_model
-from .objectives import build_objective
+from .objectives import build_objective, resolve_recipe
 from .runinfo import provenance, seed_everything
 from .train import CHECKPOINT, FitResult, Hook, fit
 from .transfer import TransferHistory
@@ -85,6 +85,9 @@ def run_training(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
                  hooks: Sequence[Hook] = (), device: str | None = None, subset=None) -> dict:
     """Train (or distil) as ``cfg`` says and write the run directory; returns ``result.json``.
 
+    Keys ``cfg`` leaves unset take the objective's recipe defaults (:func:`resolve_recipe`), as
+    on the command line; ``config.yaml`` records the resolved values.
+
     Args:
         subset: dataset indices to train on (e.g. from :func:`samplewise.select`), instead of
             ``cfg.subset`` (a file). They are written to ``out_dir/subset.npy`` with a checksum
@@ -118,7 +121,7 @@ def run_training(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
         cfg, subset = given_subset(cfg, out, subset, bundle, resume)
     else:
         subset = load_subset(cfg.subset, bundle) if cfg.subset else None
-    cfg = resolve_attack(cfg, bundle)
+    cfg = resolve_recipe(resolve_attack(cfg, bundle))
     n_train = len(subset) if subset is not None else len(bundle.train)
     epochs = cfg.epochs
     if cfg.budget == "iterations" and subset is not None:

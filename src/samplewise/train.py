@@ -22,7 +22,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from . import io
-from .config import TrainConfig
+from .config import TrainConfig, with_recipe
 from .data import DataBundle, InMemoryLoader, Split
 from .errors import SamplewiseError
 from .evaluate import evaluate
@@ -118,10 +118,13 @@ def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainCo
         resume: continue from ``out_dir/checkpoint.pt``.
         ddp_model: the DistributedDataParallel wrapper to step through (multi-process runs).
 
+    Recipe keys ``cfg`` leaves unset (``weight_decay``) take ``objective.recipe``'s values.
+
     Example:
         >>> res = fit(model, load_dataset("digits"), build_objective("standard", eps=0.1,
         ...           alpha=0.025, steps=0), TrainConfig(epochs=2))
     """
+    cfg = with_recipe(cfg, objective.recipe)
     train_split = bundle.train.subset(subset) if subset is not None else bundle.train
     augment = cfg.augment if cfg.augment is not None else (bundle.card.crop_pad > 0 or bundle.card.flip)
     loader = InMemoryLoader(train_split, batch_size=cfg.batch_size, shuffle=True, augment=augment,

@@ -29,6 +29,7 @@ from ..config import TrainConfig, to_dict, validate_train
 from ..data import DataBundle
 from ..errors import SamplewiseError
 from ..models import load_model
+from ..objectives import resolve_recipe
 from ..runinfo import __version__
 from ..runs import load_bundle, prepare_out_dir, run_training
 from ..train import CHECKPOINT, Hook, load_hook_states
@@ -66,7 +67,8 @@ def make_trackers(mode: str = "checkpoint", *, p: PNorm = 2, track_every: int = 
 
 
 def scoring_config(cfg: TrainConfig) -> TrainConfig:
-    """Check that ``cfg`` describes a scoring run: standard training on the training set."""
+    """Check that ``cfg`` describes a scoring run (standard training on the training set) and
+    resolve its recipe defaults, so that the score file's ``config`` holds the values trained."""
     validate_train(cfg)
     if cfg.objective != "standard":
         raise SamplewiseError(f"scoring runs use standard training (methods.md §3); got objective "
@@ -74,7 +76,7 @@ def scoring_config(cfg: TrainConfig) -> TrainConfig:
     if cfg.teacher or cfg.subset:
         raise SamplewiseError("scoring runs train on the full training set (or a train_size "
                               "sample), without a teacher or a subset")
-    return cfg
+    return resolve_recipe(cfg)
 
 
 def score(cfg: TrainConfig, out_dir: str | Path, *, mode: str = "checkpoint", p: PNorm = 2,

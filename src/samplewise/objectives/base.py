@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config import TrainConfig, with_recipe
 from ..errors import SamplewiseError
 from ..registry import Registry
 
@@ -57,6 +58,9 @@ class Objective:
     name = "objective"
     #: teacher forward/backward passes per step, for the documentation and the counting tests
     needs_teacher = False
+    #: the recipe's defaults for training keys (``samplewise.config.RECIPE_KEYS``); they apply
+    #: to a run that leaves those keys unset, below a YAML file, ``--set`` and flags
+    recipe: dict[str, Any] = {}
 
     def __init__(self, *, eps: float, alpha: float, steps: int, **options: Any):
         if options:
@@ -177,6 +181,17 @@ def build_objective(name: str, *, eps: float, alpha: float | None = None, steps:
     if teacher is not None:
         raise SamplewiseError(f"objective '{name}' does not use a teacher")
     return cls(eps=eps, alpha=alpha, steps=steps, **options)
+
+
+def resolve_recipe(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with the recipe keys it leaves unset taken from its objective's ``recipe`` (else
+    the code defaults): the one place a run's recipe defaults are resolved.
+
+    Example:
+        >>> resolve_recipe(TrainConfig(objective="saad")).weight_decay
+        0.0002
+    """
+    return with_recipe(cfg, OBJECTIVES.get(cfg.objective).recipe)
 
 
 def list_objectives() -> list[str]:

@@ -144,6 +144,9 @@ class Distiller(Objective):
     name = "distill"
     needs_teacher = True
     defaults: dict[str, Any] = {}
+    #: the distillation recipe's weight decay, shared by every distillation method (SAAD's
+    #: recipe: SGD, wd 2e-4; see "Recipe defaults" in docs/methods.md)
+    recipe = {"weight_decay": 2e-4}
 
     def __init__(self, *, teacher: nn.Module, eps: float, alpha: float, steps: int, **options: Any):
         unknown = sorted(set(options) - set(self.defaults))

@@ -48,7 +48,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 import yaml
 
 from .. import io
-from ..config import TrainConfig, build, read_yaml, to_dict, validate_train
+from ..config import TrainConfig, build, read_yaml, to_dict, validate_train, with_recipe
 from ..errors import SamplewiseError
 
 log = logging.getLogger(__name__)
@@ -169,11 +169,14 @@ def _section(cls, values, where: str):
     if not isinstance(values, dict):
         raise SamplewiseError(f"study config '{where}' must be a mapping, got {values!r}")
     try:
-        return build(cls, values)
+        built = build(cls, values)
     except SamplewiseError as exc:
         raise SamplewiseError(f"study config section '{where}': {exc}") from None
     except TypeError as exc:  # a dataclass refusing its arguments
         raise SamplewiseError(f"study config section '{where}': {exc}") from None
+    # every cell of a study trains under the one recipe its config states: recipe keys it leaves
+    # unset take the code defaults, not each objective's own (the methods compared share them)
+    return with_recipe(built) if cls is TrainConfig else built
 
 
 def _axis_values(axis: Axis, values) -> tuple:
