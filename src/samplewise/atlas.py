@@ -47,6 +47,9 @@ AMBIGUOUS_QUANTILE = 2 / 3
 CONFIDENCE_SPLIT = 0.5
 #: target tile size in screen pixels; the enlargement factor is an integer
 _TILE = 80
+#: the grid's layout in screen pixels: space under a tile for its label, gap between the easy
+#: and the hard half, left margin (class names), space between tiles, title band
+GRID_LAYOUT = {"label_h": 26, "gap": 30, "margin": 110, "pad": 4, "top": 30}
 
 
 # ----------------------------------------------------------------------------- numbers
@@ -191,7 +194,8 @@ def _save(fig, path, dpi: int) -> Path:
     return path
 
 
-def _scale(h: int, w: int) -> int:
+def tile_scale(h: int, w: int) -> int:
+    """The integer enlargement of an ``h x w`` image in the grid (each pixel an s x s block)."""
     return max(1, math.ceil(_TILE / max(h, w)))
 
 
@@ -200,9 +204,10 @@ def plot_grid(res: dict, path) -> Path:
     (the canvas is drawn at one image pixel per screen pixel, each data pixel an s x s block)."""
     first = next(iter(res["images"].values()))
     ch, h, w = first.shape
-    s = _scale(h, w)
+    s = tile_scale(h, w)
     th, tw = h * s, w * s
-    label_h, gap, margin, pad, top = 26, 30, 110, 4, 30
+    label_h, gap, margin, pad, top = (GRID_LAYOUT[k] for k in ("label_h", "gap", "margin",
+                                                                "pad", "top"))
     k = res["k"]
     rows = sorted(res["grid"])
     width = margin + 2 * k * (tw + pad) + gap
@@ -355,5 +360,5 @@ def atlas_markdown(res: dict, grid_name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["AMBIGUOUS_QUANTILE", "CONFIDENCE_SPLIT", "REGIONS", "atlas", "atlas_markdown",
+__all__ = ["AMBIGUOUS_QUANTILE", "CONFIDENCE_SPLIT", "GRID_LAYOUT", "REGIONS", "tile_scale", "atlas", "atlas_markdown",
            "data_map", "extremes", "plot_datamap", "plot_grid", "write_atlas"]
