@@ -307,7 +307,7 @@ def _pct(x: float) -> str:
 def _rho(sp: dict) -> str:
     if sp["rho"] is None:
         return sp.get("note", "undefined")
-    p = "" if sp["p"] is None else f"p = {sp['p']:.2g}, "
+    p = "" if sp["p"] is None else f"p = {sp['p']:.2g}, " if sp["p"] > 0 else "p < 1e-300, "
     return f"{sp['rho']:+.3f} ({p}n = {sp['n']})"
 
 
