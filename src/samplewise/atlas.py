@@ -353,12 +353,13 @@ def atlas_markdown(res: dict, grid_name: str) -> str:
         lines += ["## Reading", ""]
     mix = rd["class_mix"]
     lines += [f"Class mix of the easiest and the hardest 10% by {name}:", "",
-              f"| class | all samples | easiest 10% | hardest 10% |", "|---|---:|---:|---:|"]
+              "| class | all samples | easiest 10% | hardest 10% |", "|---|---:|---:|---:|"]
     for c in mix["all"]:
         lines.append(f"| {c} | {_pct(mix['all'][c])} | {_pct(mix['easiest_10'][c])} | "
                      f"{_pct(mix['hardest_10'][c])} |")
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["AMBIGUOUS_QUANTILE", "CONFIDENCE_SPLIT", "GRID_LAYOUT", "REGIONS", "tile_scale", "atlas", "atlas_markdown",
-           "data_map", "extremes", "plot_datamap", "plot_grid", "write_atlas"]
+__all__ = ["AMBIGUOUS_QUANTILE", "CONFIDENCE_SPLIT", "GRID_LAYOUT", "REGIONS", "atlas",
+           "atlas_markdown", "data_map", "extremes", "plot_datamap", "plot_grid", "tile_scale",
+           "write_atlas"]
