@@ -188,3 +188,15 @@ def test_reading_follows_the_numbers(demo):
     assert "SAAD and the best baseline (ard) were within 1.0 points" in text
     assert "--quick" not in reading(r)["does_not"] and "1000 test images" in reading(r)["does_not"]
     assert np.isfinite(res["seconds"])
+
+
+def test_report_shows_the_atlas_of_the_scoring_run(demo):
+    out, res, _ = demo
+    atlas = json.loads((out / "results.json").read_text())["atlas"]
+    text = (out / "report.md").read_text()
+    for key in ("report", "grid", "datamap"):
+        assert (out / atlas[key]).is_file() and f"({atlas[key]})" in text
+    shown = json.loads((out / "atlas" / "atlas.json").read_text())
+    assert shown["score"] == "aign" and len(shown["grid"]) == 10
+    rho = atlas["reading"]["spearman"]["aign_confidence"]["rho"]
+    assert f"Spearman AIGN vs confidence {rho:+.2f}" in text

@@ -165,7 +165,7 @@ def test_sigkill_score_mid_epoch_then_resume_is_bit_identical(killed_runs):
     sa, sb = io.np_load(a / "scores.npz"), io.np_load(b / "scores.npz")
     assert sorted(sa) == sorted(sb) == sorted(["index", "labels", "aign", "el2n", "grand",
                                                "forgetting", "aum", "loss", "aign_per_epoch",
-                                               "features", "meta"])
+                                               "prob_per_epoch", "features", "meta"])
     for k in sa:
         assert sa[k].dtype == sb[k].dtype and np.array_equal(sa[k], sb[k]), k
     assert ScoreTable.load(b / "scores.npz").aign_per_epoch.shape[1] == 3

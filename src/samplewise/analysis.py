@@ -128,7 +128,9 @@ def _positions(table: ScoreTable, n: Optional[int], seed: int) -> np.ndarray:
     return np.sort(stratified_choice(table.labels, int(n), seed))
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> dict:
+def spearman(a: np.ndarray, b: np.ndarray) -> dict:
+    """Spearman's rank correlation ``{"rho", "p", "n"}`` (``rho`` None, with a ``note``, when one
+    side is constant or there are fewer than 3 values)."""
     from scipy.stats import spearmanr
 
     if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
@@ -140,13 +142,19 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> dict:
             "n": int(len(a))}
 
 
-def deciles(score: np.ndarray, index: np.ndarray, robust: np.ndarray, correct: np.ndarray,
-            radius: np.ndarray, censored: np.ndarray) -> list[dict]:
-    """Equal-count bins of the score (ties by dataset index), 1 = lowest (easiest)."""
+def decile_bins(score: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Each sample's equal-count score decile, 1 (lowest, easiest) .. 10; ties by dataset index."""
     order = np.lexsort((index, score))
     n = len(order)
     which = np.empty(n, dtype=np.int64)
     which[order] = np.arange(n) * 10 // max(n, 1) + 1
+    return which
+
+
+def deciles(score: np.ndarray, index: np.ndarray, robust: np.ndarray, correct: np.ndarray,
+            radius: np.ndarray, censored: np.ndarray) -> list[dict]:
+    """Equal-count bins of the score (ties by dataset index), 1 = lowest (easiest)."""
+    which = decile_bins(score, index)
     out = []
     for d in range(1, 11):
         m = which == d
@@ -236,9 +244,9 @@ def vulnerability(model: nn.Module, bundle: DataBundle, table: ScoreTable, *,
         "mean_radius": float(radius.mean()), "median_radius": float(np.median(radius)),
         "censored": int(censored.sum()),
         "spearman": {
-            "aign_radius": _spearman(values, radius),
-            "aign_success": _spearman(values, (~robust).astype(np.float64)),
-            "aign_radius_correct": _spearman(values[correct], radius[correct]),
+            "aign_radius": spearman(values, radius),
+            "aign_success": spearman(values, (~robust).astype(np.float64)),
+            "aign_radius_correct": spearman(values[correct], radius[correct]),
             "expected": "aign_radius < 0 and aign_success > 0 if low-AIGN samples are less "
                         "vulnerable"},
         "deciles": deciles(values, index, robust, correct, radius, censored),
@@ -280,18 +288,16 @@ def write_vulnerability(result: dict, out_dir) -> list[Path]:
     return [out / "vulnerability.json", out / "vulnerability.csv", scatter, dec]
 
 
-def load_for_scores(scores, model=None, *, dataset: Optional[str] = None,
-                    device: str = "cpu") -> tuple[nn.Module, DataBundle, ScoreTable]:
-    """The score table, its training set and a model to analyse.
+def load_scored_dataset(scores, *, dataset: Optional[str] = None
+                        ) -> tuple[DataBundle, ScoreTable]:
+    """The score table and the training set it was computed on.
 
     The dataset defaults to the one named in the score file (with its ``train_size`` sample);
-    its fingerprint must match the score file's. The model defaults to the scoring run's
-    ``model.pt`` next to the score file.
+    its fingerprint must match the score file's.
 
     Example:
-        >>> model, bundle, table = load_for_scores("runs/scores/scores.npz")
+        >>> bundle, table = load_scored_dataset("runs/scores/scores.npz")
     """
-    from .models import load_model
     from .runs import TRAIN_SIZE_SEED
 
     table = ScoreTable.load(scores)
@@ -304,6 +310,24 @@ def load_for_scores(scores, model=None, *, dataset: Optional[str] = None,
     bundle = load_dataset(name, root=root, train_size=meta.get("train_size") if same else None,
                           seed=TRAIN_SIZE_SEED)
     table.check_dataset(bundle.fingerprint, bundle.card.name)
+    return bundle, table
+
+
+def load_for_scores(scores, model=None, *, dataset: Optional[str] = None,
+                    device: str = "cpu") -> tuple[nn.Module, DataBundle, ScoreTable]:
+    """The score table, its training set and a model to analyse.
+
+    The dataset defaults to the one named in the score file (with its ``train_size`` sample);
+    its fingerprint must match the score file's. The model defaults to the scoring run's
+    ``model.pt`` next to the score file.
+
+    Example:
+        >>> model, bundle, table = load_for_scores("runs/scores/scores.npz")
+    """
+    from .models import load_model
+
+    bundle, table = load_scored_dataset(scores, dataset=dataset)
+    name = bundle.card.name
     if model is None:
         model = Path(scores).parent / "model.pt"
         if not model.is_file():

@@ -51,6 +51,9 @@ def _common_train(p: argparse.ArgumentParser, distill: bool = False) -> None:
                    help="NHWC memory layout (default: on for conv nets on the CPU, off on CUDA)")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
+    p.add_argument("--tensorboard", action="store_true", default=None,
+                   help="write every epoch's metrics (and SAAD's weights) to OUT/tb/ "
+                   "(needs samplewise[tensorboard])")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true", help="start again in a used --out")
     p.add_argument("--out", required=True, help="run directory")
@@ -62,7 +65,7 @@ def _train_config(a):
     from .config import load_config
     keys = ("dataset", "model", "objective", "epochs", "batch_size", "lr", "eps", "alpha",
             "attack_steps", "subset", "train_size", "seed", "device", "teacher", "amp",
-            "channels_last", "compile", "threads")
+            "channels_last", "compile", "threads", "tensorboard")
     direct = {k: getattr(a, k, None) for k in keys}
     # distill's own default method, below --config and --set; recipe defaults (e.g. the
     # distillation weight decay) belong to the objective: samplewise.objectives.resolve_recipe

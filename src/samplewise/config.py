@@ -73,6 +73,7 @@ class TrainConfig:
     data_root: Optional[str] = None
     download: bool = False
     progress: bool = True
+    tensorboard: bool = False              # per-epoch metrics as TensorBoard scalars in RUN/tb/
 
 
 _SCHEDULES = ("multistep", "cosine", "onecycle", "constant")

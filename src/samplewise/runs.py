@@ -137,6 +137,7 @@ def run_training(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
                 "world_size": env.world_size, **provenance()}
     if resume:
         _check_resumable(out, model)
+    board = _tensorboard(cfg, out, resume, env.is_main)
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)  # only once every input has been validated
         if given:
@@ -147,10 +148,15 @@ def run_training(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
     ddp = _ddp(model, env)
     history = TransferHistory() if teacher is not None else None
     hooks = [*hooks, history] if history is not None else list(hooks)
+    hooks += [board] if board is not None else []
     t0 = time.perf_counter()
-    res: FitResult = fit(model, bundle, objective, run_cfg, out_dir=out, hooks=hooks, subset=subset,
-                         device=device, resume=resume, rank=env.rank, world_size=env.world_size,
-                         ddp_model=ddp)
+    try:
+        res: FitResult = fit(model, bundle, objective, run_cfg, out_dir=out, hooks=hooks,
+                             subset=subset, device=device, resume=resume, rank=env.rank,
+                             world_size=env.world_size, ddp_model=ddp)
+    finally:
+        if board is not None:
+            board.close()
     train_seconds = time.perf_counter() - t0
     if not env.is_main:
         distributed.barrier()  # rank 0 evaluates and writes; the others wait for it
@@ -197,6 +203,15 @@ def given_subset(cfg: TrainConfig, out: Path, indices, bundle: DataBundle, resum
         raise SamplewiseError(f"{out} was started on other subset indices ({path}); pass the "
                               "same indices to resume, or overwrite to start again")
     return dataclasses.replace(cfg, subset=str(path)), arr
+
+
+def _tensorboard(cfg: TrainConfig, out: Path, resume: bool, main: bool):
+    """The TensorBoard hook of a ``tensorboard: true`` run (rank 0 only), or None."""
+    if not cfg.tensorboard:
+        return None
+    from .tensorboard_log import TB_DIR, TensorBoardHook
+    hook = TensorBoardHook(out / TB_DIR, resume=resume)  # raises here if tensorboard is missing
+    return hook if main else None
 
 
 def _check_resumable(out: Path, model) -> None:

@@ -50,6 +50,9 @@ class Hook:
     def on_epoch_end(self, model: nn.Module, epoch: int) -> dict | None:
         """May return extra metrics for this epoch's metrics line."""
 
+    def on_metrics(self, record: dict) -> None:
+        """Sees the epoch's finished metrics line (as written to ``metrics.jsonl``)."""
+
     def state_dict(self) -> dict:
         return {}
 
@@ -209,6 +212,8 @@ def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainCo
         if rank == 0:
             record.update(_monitor(model, monitor, cfg, objective, device))
         metrics.append(record)
+        for h in hooks:
+            h.on_metrics(record)
         log.info("epoch %d/%d %s", epoch + 1, cfg.epochs,
                  " ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float)))
         if out_dir is not None:

@@ -5,6 +5,7 @@ another module adds its own with :func:`register` (e.g. ``analyze transfer``).
 
 Example:
     $ samplewise analyze vulnerability --scores runs/scores/scores.npz --n 2000 --out runs/vuln
+    $ samplewise analyze atlas --scores runs/scores/scores.npz --out runs/atlas
 """
 
 from __future__ import annotations
@@ -55,6 +56,30 @@ def _vulnerability_run(a: argparse.Namespace) -> int:
     return 0
 
 
+def _atlas_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scores", required=True, help="score file (DIR/scores.npz)")
+    p.add_argument("--score", default="aign", help="score that orders the grids and the 10%% "
+                   "class mix (default aign; any score in the file)")
+    p.add_argument("--k", type=int, default=8, help="easiest and hardest samples shown per "
+                   "class (default 8)")
+    p.add_argument("--dataset", help="default: the dataset named in the score file (its "
+                   "fingerprint must match)")
+    p.add_argument("--out", required=True, help="output directory")
+
+
+def _atlas_run(a: argparse.Namespace) -> int:
+    """Image grids of each class's easiest and hardest samples, a data map (confidence against
+    variability over epochs, coloured by AIGN) and atlas.md with a short reading."""
+    from ..atlas import atlas, write_atlas
+
+    res = atlas(a.scores, score=a.score, k=a.k, dataset=a.dataset)
+    if res["datamap"] is None:
+        print("note: the score file has no per-epoch true-class probabilities; no data map")
+    for path in write_atlas(res, a.out):
+        print(path)
+    return 0
+
+
 def _transfer_entry() -> tuple[Callable, Callable]:
     from . import transfer
     return transfer.add_arguments, transfer.run
@@ -62,6 +87,7 @@ def _transfer_entry() -> tuple[Callable, Callable]:
 
 ANALYSES: dict[str, Handler] = {
     "vulnerability": (_vulnerability_args, _vulnerability_run),
+    "atlas": (_atlas_args, _atlas_run),
     "transfer": _transfer_entry()}
 
 

@@ -25,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-size", type=int, help="seeded stratified sample of the training set")
     p.add_argument("--seed", type=int), p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float), p.add_argument("--device")
+    p.add_argument("--tensorboard", action="store_true", default=None,
+                   help="write every epoch's metrics to OUT/tb/ (needs samplewise[tensorboard])")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true", help="start again in a used --out")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -37,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..hardness.scoring import SCORES_FILE, score
 
-    keys = ("dataset", "model", "epochs", "batch_size", "lr", "train_size", "seed", "device")
+    keys = ("dataset", "model", "epochs", "batch_size", "lr", "train_size", "seed", "device",
+            "tensorboard")
     cfg = load_config(path=args.config, overrides=args.set, **{k: getattr(args, k) for k in keys})
     table = score(cfg, args.out, mode=args.mode, p=args.p, track_every=args.track_every,
                   early_epochs=args.early_epochs, resume=args.resume, overwrite=args.overwrite)

@@ -40,6 +40,24 @@ def write_outputs(results: dict, table, out: Path) -> dict:
     return {**results, "tables": tables, "paths": paths}
 
 
+def _atlas_lines(atlas) -> list[str]:
+    """The atlas paragraph of the report: a link, two numbers and the pictures."""
+    if not atlas:
+        return []
+    text = (f"The hardness atlas of the scoring run ([{atlas['report']}]({atlas['report']})) "
+            "shows each class's 8 lowest- and 8 highest-AIGN training images")
+    sp = atlas["reading"].get("spearman")
+    if atlas["datamap"] and sp and sp["aign_confidence"]["rho"] is not None:
+        text += (", and a data map: each sample's mean true-class probability over the epochs "
+                 "(confidence) against its standard deviation (variability), coloured by AIGN "
+                 f"(Spearman AIGN vs confidence {sp['aign_confidence']['rho']:+.2f}, vs "
+                 f"variability {sp['aign_variability']['rho']:+.2f})")
+    lines = [text + ".", "", f"![easiest and hardest samples per class]({atlas['grid']})", ""]
+    if atlas["datamap"]:
+        lines += [f"![data map]({atlas['datamap']})", ""]
+    return lines
+
+
 def report_markdown(results: dict, tables: dict) -> str:
     s, ev, sc = results["settings"], results["eval"], results["scoring"]
     d = results["distillation"]
@@ -60,6 +78,7 @@ def report_markdown(results: dict, tables: dict) -> str:
              f"{sc['aign']['max']:.3g}). EasyCore keeps the {s['fraction']:.0%} with AIGN ≤ "
              f"{sc['easycore_cut']:.3g}.", "",
              f"![AIGN distribution]({PLOTS['aign']})", "",
+             *_atlas_lines(results.get("atlas")),
              f"## Coresets: {results['coreset']['objective']} on {s['fraction']:.0%} of the data",
              "", tables["coreset"],
              f"![clean and PGD accuracy per coreset]({PLOTS['coreset']})", "",

@@ -14,8 +14,8 @@ from ..errors import SamplewiseError
 from .report import _json_text, _write_if_changed, write_outputs
 from .results import assemble
 from .settings import FORMAT, RESULTS_FILE, SETTINGS_FILE, STAGE_FILE, DemoSettings, demo_settings
-from .stages import (Stage, _EpochTicks, _finished, _make_subsets, _run_scoring, _stage_record,
-                     _started, plan)
+from .stages import (Stage, _EpochTicks, _finished, _make_atlas, _make_subsets, _run_scoring,
+                     _stage_record, _started, plan)
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def run_demo(out_dir, *, dataset: str = "digits", quick: bool = False, resume: b
 
     total = sum(st.cfg.epochs for st in stages)
     records: dict[str, dict] = {}
-    table = None
+    table, atlas = None, None
     with contextlib.ExitStack() as stack:
         stack.callback(torch.set_num_threads, torch.get_num_threads())  # runs set s.threads
         if not verbose:
@@ -83,6 +83,7 @@ def run_demo(out_dir, *, dataset: str = "digits", quick: bool = False, resume: b
             if st.kind == "scoring":
                 table = _run_scoring(st, run_dir, ticks)
                 _make_subsets(table, s, out)
+                atlas = _make_atlas(run_dir, out)
             else:
                 from ..runs import run_training
                 run_training(st.cfg, run_dir, resume=_started(run_dir), hooks=[ticks])
@@ -93,7 +94,7 @@ def run_demo(out_dir, *, dataset: str = "digits", quick: bool = False, resume: b
             log.info("stage %d/%d %s: clean %.1f%%, PGD-%d %.1f%%%s (%.0f s)", i, len(stages),
                      st.name, 100 * r["clean_acc"], s.eval_steps, 100 * r["robust_acc"],
                      f", TAS {r['tas']:.3f}" if r.get("tas") is not None else "", r["seconds"])
-    results = assemble(s, stages, records, table, out)
+    results = {**assemble(s, stages, records, table, out), "atlas": atlas}
     return write_outputs(results, table, out)
 
 

@@ -16,6 +16,8 @@ SETTINGS_FILE = "demo.json"
 STAGE_FILE = "demo_stage.json"
 RESULTS_FILE = "results.json"
 REPORT_FILE = "report.md"
+#: the hardness atlas of the scoring run (``samplewise analyze atlas``)
+ATLAS_DIR = "atlas"
 PLOTS = {"aign": "aign_hist.png", "coreset": "coreset_acc.png", "distill": "distill_acc_tas.png"}
 #: the coreset selectors the demo compares (EasyCore keeps the easiest, EL2N the hardest)
 SELECTORS = ("easycore", "random", "el2n")

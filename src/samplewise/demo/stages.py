@@ -15,7 +15,7 @@ from .. import io
 from ..config import TrainConfig, validate_train
 from ..errors import SamplewiseError
 from ..train import CHECKPOINT, METRICS, Hook
-from .settings import METHODS, SELECTORS, STAGE_FILE, DemoSettings
+from .settings import ATLAS_DIR, METHODS, SELECTORS, STAGE_FILE, DemoSettings
 
 
 @dataclass
@@ -102,6 +102,21 @@ def _run_scoring(st: Stage, run_dir: Path, ticks: Hook):
     from ..hardness.scoring import SCORES_FILE, score
     resume = any((run_dir / f).exists() for f in (CHECKPOINT, "result.json", SCORES_FILE))
     return score(st.cfg, run_dir, resume=resume, hooks=[ticks])
+
+
+def _make_atlas(run_dir: Path, out: Path) -> dict:
+    """The hardness atlas of the scoring run in ``out/atlas`` (written once: it depends on the
+    score file only); returns its files (relative to ``out``) and its reading."""
+    from ..atlas import atlas, write_atlas
+    from ..hardness.scoring import SCORES_FILE
+    target = out / ATLAS_DIR
+    if not (target / "atlas.json").is_file():
+        write_atlas(atlas(run_dir / SCORES_FILE), target)
+    summary = json.loads((target / "atlas.json").read_text())
+    datamap = target / "datamap.png"
+    return {"report": f"{ATLAS_DIR}/atlas.md", "grid": f"{ATLAS_DIR}/grid_{summary['score']}.png",
+            "datamap": f"{ATLAS_DIR}/datamap.png" if datamap.is_file() else None,
+            "reading": summary["reading"]}
 
 
 def _make_subsets(table, s: DemoSettings, out: Path) -> None:

@@ -8,6 +8,9 @@ A score file holds, for N scored samples (usually the whole training set):
   ``forgetting``, ``aum``, ``loss``; any subset). **Higher = harder for every score**;
 - optional ``aign_per_epoch`` (N x E, float16/float32): the AIGN at each tracked epoch, so the
   average over any window of epochs can be recomputed (:meth:`ScoreTable.aign_window`);
+- optional ``prob_per_epoch`` (N x E, float32): the softmax probability of the true class in the
+  same passes as ``aign_per_epoch`` (same columns), the confidence of a data map
+  (:mod:`samplewise.atlas`); files written before it was tracked simply lack it;
 - optional ``features`` (N x D, float16): penultimate features of the scoring model (used by the
   ``moderate`` and ``kcenter`` selectors);
 - ``meta``: a 0-d unicode array holding a JSON object with ``format`` (``samplewise.scores/1``),
@@ -45,7 +48,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "samplewise.scores/1"
 SCORE_NAMES = ("aign", "el2n", "grand", "forgetting", "aum", "loss")
-RESERVED = ("index", "labels", "aign_per_epoch", "features", "meta")
+RESERVED = ("index", "labels", "aign_per_epoch", "prob_per_epoch", "features", "meta")
 
 # Exceptions a damaged .npz member can raise while being decompressed or parsed.
 _READ_ERRORS = (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error,
@@ -87,6 +90,7 @@ class ScoreTable:
         scores: score name -> float32 (N,) array, higher = harder.
         aign_per_epoch: optional (N, E) AIGN at each tracked epoch.
         features: optional (N, D) float16 penultimate features.
+        prob_per_epoch: optional (N, E) true-class probability at each tracked epoch.
         meta: JSON-serialisable provenance (dataset, fingerprint, num_train, model, ...).
 
     Example:
@@ -101,6 +105,7 @@ class ScoreTable:
     aign_per_epoch: np.ndarray | None = None
     features: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
+    prob_per_epoch: np.ndarray | None = None
 
     source = None  # the file a table was loaded from (a plain attribute, not a field)
 
@@ -156,7 +161,7 @@ class ScoreTable:
             _finite(arr, name, fail)
             scores[name] = arr
         self.scores = scores
-        for name in ("aign_per_epoch", "features"):
+        for name in ("aign_per_epoch", "prob_per_epoch", "features"):
             arr = getattr(self, name)
             if arr is None:
                 continue
@@ -173,6 +178,15 @@ class ScoreTable:
             if not isinstance(tracked, list) or len(tracked) != self.aign_per_epoch.shape[1]:
                 fail(f"meta 'tracked_epochs' must list {self.aign_per_epoch.shape[1]} epochs "
                      f"(one per column of 'aign_per_epoch'), got {tracked!r}")
+        if self.prob_per_epoch is not None:
+            cols = len(tracked) if isinstance(tracked, list) else (
+                None if self.aign_per_epoch is None else self.aign_per_epoch.shape[1])
+            if cols is not None and self.prob_per_epoch.shape[1] != cols:
+                fail(f"'prob_per_epoch' has {self.prob_per_epoch.shape[1]} columns; expected "
+                     f"{cols} (one per tracked epoch)")
+            if self.prob_per_epoch.size and (self.prob_per_epoch.min() < 0
+                                             or self.prob_per_epoch.max() > 1):
+                fail("'prob_per_epoch' holds a value outside [0, 1]")
 
     @classmethod
     def _trusted(cls, **fields) -> "ScoreTable":
@@ -198,6 +212,8 @@ class ScoreTable:
         arrays = {"index": self.index, "labels": self.labels, **self.scores}
         if self.aign_per_epoch is not None:
             arrays["aign_per_epoch"] = self.aign_per_epoch
+        if self.prob_per_epoch is not None:
+            arrays["prob_per_epoch"] = self.prob_per_epoch
         if self.features is not None:
             with np.errstate(over="ignore"):
                 feats = self.features.astype(np.float16)
@@ -237,6 +253,7 @@ class ScoreTable:
         scores = {k: v for k, v in arrays.items() if k not in RESERVED}
         table = cls._trusted(index=arrays["index"], labels=arrays["labels"], scores=scores,
                              aign_per_epoch=arrays.get("aign_per_epoch"),
+                             prob_per_epoch=arrays.get("prob_per_epoch"),
                              features=arrays.get("features"), meta=meta)
         table._validate(where)
         table.source = str(path)
@@ -318,6 +335,7 @@ class ScoreTable:
         table = ScoreTable._trusted(index=self.index[pos], labels=self.labels[pos],
                                     scores={k: v[pos] for k, v in self.scores.items()},
                                     aign_per_epoch=sub(self.aign_per_epoch),
+                                    prob_per_epoch=sub(self.prob_per_epoch),
                                     features=sub(self.features), meta=self.meta)
         table.source = self.source
         return table

@@ -5,8 +5,9 @@
 ``config.yaml``, ``metrics.jsonl``, ``checkpoint.pt`` (with the trackers' state, for resume),
 ``model.pt`` and ``result.json`` like any run, plus ``scores.npz``: a
 :class:`~samplewise.hardness.scorefile.ScoreTable` with ``aign``, ``el2n``, ``grand``,
-``forgetting``, ``aum`` and ``loss`` (higher = harder), the N x E per-epoch AIGN matrix and the
-final model's penultimate features.
+``forgetting``, ``aum`` and ``loss`` (higher = harder), the N x E per-epoch AIGN matrix, in
+checkpoint mode the N x E per-epoch true-class probabilities of the same passes (a data map's
+confidence), and the final model's penultimate features.
 
 Example:
     >>> from samplewise.config import TrainConfig
@@ -160,6 +161,7 @@ def build_table(trackers: Sequence[Hook], model: nn.Module, bundle: DataBundle, 
     return ScoreTable(index=aign_t.index.numpy(), labels=labels.numpy(),
                       scores={k: found[k] for k in SCORE_NAMES},
                       aign_per_epoch=aign_t.aign_matrix(),
+                      prob_per_epoch=passes.prob_matrix(),
                       features=features.numpy().astype(np.float16), meta=meta)
 
 

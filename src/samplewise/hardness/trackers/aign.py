@@ -17,6 +17,10 @@ from .sample_pass import PNorm, _gather_rows, grad_norm, norm_kind, per_sample_p
 class EvalPassTracker(_Tracker):
     """AIGN, EL2N and GraNd from an eval-mode pass over clean inputs after tracked epochs.
 
+    With ``aign=True`` every pass also keeps each sample's softmax probability of its true class
+    (:meth:`prob_matrix`): the per-epoch confidence of a data map (Swayamdipta et al. 2020,
+    ``p_θ(e)(y|x)`` with ``θ(e)`` the weights at the end of epoch ``e``).
+
     Args:
         p: norm of the input gradient: ``2`` (default), ``1`` or ``"sq"`` (squared L2).
         track_every: pass after every ``track_every``-th epoch (epochs ``k-1, 2k-1, ...``).
@@ -51,7 +55,8 @@ class EvalPassTracker(_Tracker):
 
     def _reset(self) -> None:
         self.tracked: list[int] = []          # epoch labels of the passes (AIGN columns)
-        self.cols: dict[str, list[torch.Tensor]] = {"aign": [], "el2n": [], "grand": []}
+        self.cols: dict[str, list[torch.Tensor]] = {"aign": [], "el2n": [], "grand": [],
+                                                    "prob": []}
 
     def on_fit_start(self, model, loader, cfg) -> None:
         self.split = self.split if self.split is not None else loader.split
@@ -74,7 +79,7 @@ class EvalPassTracker(_Tracker):
         if env.enabled:
             out = _gather_rows(out, self.index)
         rows = self.rows(out["index"])
-        names = (["aign"] if self.aign else []) + (["el2n", "grand"] if early else [])
+        names = (["aign", "prob"] if self.aign else []) + (["el2n", "grand"] if early else [])
         for name in names:
             col = torch.empty(len(self.index))
             col[rows] = out[name]
@@ -88,6 +93,13 @@ class EvalPassTracker(_Tracker):
     def aign_matrix(self) -> np.ndarray:
         """The N x E float32 AIGN matrix (rows: sorted dataset indices, columns: passes)."""
         return self._matrix(self.cols["aign"], len(self.index)).numpy()
+
+    def prob_matrix(self) -> np.ndarray | None:
+        """The N x E float32 true-class probabilities of the passes (columns as
+        :meth:`aign_matrix`); None without AIGN passes (online mode) or from an old checkpoint."""
+        if not self.aign or len(self.cols["prob"]) != len(self.cols["aign"]):
+            return None
+        return self._matrix(self.cols["prob"], len(self.index)).numpy()
 
     def early_epochs_used(self) -> list[int]:
         """Epoch labels of the passes averaged into EL2N and GraNd."""
@@ -117,7 +129,9 @@ class EvalPassTracker(_Tracker):
         self._check_state(state, p=self.p, track_every=self.track_every, aign_on=self.aign,
                           **early)
         self.early, self.tracked = int(state["early"]), [int(e) for e in state["tracked"]]
-        self.cols = {k: [c.clone() for c in state[k].unbind(1)] for k in self.cols}
+        # a checkpoint written before "prob" was tracked has no such matrix: prob_matrix() -> None
+        self.cols = {k: [c.clone() for c in state[k].unbind(1)] if k in state else []
+                     for k in self.cols}
 
 
 class OnlineAIGNTracker(_Tracker):

@@ -112,8 +112,9 @@ def per_sample_pass(model: nn.Module, split: Split, *, p: PNorm = 2, batch_size:
     restored afterwards.
 
     Returns:
-        CPU tensors in ``split`` order: ``index``, ``el2n``, ``grand``, ``loss`` and, if asked,
-        ``aign`` (the p-norm of the input gradient) and ``features`` (penultimate, float32).
+        CPU tensors in ``split`` order: ``index``, ``el2n``, ``grand``, ``loss``, ``prob`` (the
+        softmax probability of the true class) and, if asked, ``aign`` (the p-norm of the input
+        gradient) and ``features`` (penultimate, float32).
 
     Example:
         >>> out = per_sample_pass(model, bundle.train, p=2)             # doctest: +SKIP
@@ -121,7 +122,7 @@ def per_sample_pass(model: nn.Module, split: Split, *, p: PNorm = 2, batch_size:
     """
     p = norm_kind(p)
     device = device if device is not None else next(model.parameters()).device
-    keys = ["index", "el2n", "grand", "loss"] + ["aign"] * input_grad + ["features"] * features
+    keys = ["index", "el2n", "grand", "loss", "prob"] + ["aign"] * input_grad + ["features"] * features
     parts: dict[str, list] = {k: [] for k in keys}
     was = model.training
     model.eval()
@@ -141,6 +142,8 @@ def per_sample_pass(model: nn.Module, split: Split, *, p: PNorm = 2, batch_size:
             parts["el2n"].append(el2n.cpu())
             parts["grand"].append(grand.cpu())
             parts["loss"].append(loss.detach().float().cpu())
+            prob = logits.detach().float().softmax(1).gather(1, y[:, None]).squeeze(1)
+            parts["prob"].append(prob.cpu())
             if features:
                 parts["features"].append(h.detach().float().cpu())
     finally:
