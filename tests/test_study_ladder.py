@@ -64,6 +64,10 @@ def test_ladder_parity_with_an_independent_evaluation(study):
     test = load_dataset("digits").test
     ladder = _ladder(cell)
     assert sorted(ladder) == LADDER
+    # at the card's radius (0.2, step 0.05 = ε/4) the ladder repeats the run's own final PGD
+    result = json.loads((cell / "result.json").read_text())
+    assert (result["eval"]["eps"], result["eval"]["alpha"]) == (0.2, 0.05)
+    assert ladder[0.2] == result["robust_acc"]
     for eps in LADDER:
         res = evaluate(model, test, attack="pgd", eps=eps, alpha=eps / 4, steps=STEPS, n=N,
                        seed=0)
@@ -176,3 +180,39 @@ def test_ladder_keys_are_checked():
     with pytest.raises(SamplewiseError, match="autoattack_eps"):
         load_coreset_config(ladder_config(autoattack_eps=-1))
 
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("name, dataset, ladder, aa_eps", [
+    ("study-coreset-fmnist-standard.yaml", "fashion-mnist", [0.01, 0.02, 0.05], 0.02),
+    ("study-coreset-cifar10-standard.yaml", "cifar10-jpeg", [1 / 255, 2 / 255, 4 / 255], 2 / 255)])
+def test_standard_training_configs_follow_the_issue(name, dataset, ladder, aa_eps):
+    """Issue 12 §3: standard objective, nine selectors (+ kcenter), fractions 0.1-0.7, three
+    seeds, a ladder of three radii with AutoAttack at the middle one."""
+    cfg = load_coreset_config(CONFIGS / name)
+    assert cfg.base.dataset == dataset and cfg.base.train_size == 10000
+    assert cfg.grid["objective"] == ("standard",) and cfg.seeds == (0, 1, 2)
+    assert set(cfg.grid["selector"]) >= {"easycore", "random", "el2n", "grand", "forgetting",
+                                         "aum", "ccs", "moderate", "hardcore"}
+    assert "options" not in cfg.raw["selection"]          # ccs with its default ranking
+    assert cfg.grid["fraction"] == (0.1, 0.3, 0.5, 0.7)
+    assert [r for _, r in cfg.eval.ladder()] == pytest.approx(ladder)
+    assert cfg.eval.autoattack and cfg.eval.autoattack_radius() == pytest.approx(aa_eps)
+    assert cfg.eval.middle()[1] == pytest.approx(aa_eps) and cfg.eval.n >= 1000
+    assert cfg.sections["selection"].full_data and cfg.base.threads == 1
+
+
+@pytest.mark.parametrize("name, epochs, selectors, fractions", [
+    ("study-coreset-cifar10-at.yaml", 15,
+     {"easycore", "random", "el2n", "ccs", "moderate", "hardcore"}, (0.3, 0.5)),
+    ("study-coreset-fmnist-at-long.yaml", 10,
+     {"easycore", "random", "el2n", "forgetting", "ccs", "moderate", "hardcore"}, (0.3, 0.5))])
+def test_adversarial_training_configs_follow_the_issue(name, epochs, selectors, fractions):
+    """Issue 12 §4: PGD-AT and TRADES, full data, three seeds, the same epochs on every cell."""
+    cfg = load_coreset_config(CONFIGS / name)
+    assert cfg.base.epochs >= epochs and cfg.base.budget == "epochs"
+    assert set(cfg.grid["selector"]) == selectors and cfg.grid["fraction"] == fractions
+    assert set(cfg.grid["objective"]) == {"pgd-at", "trades"} and cfg.seeds == (0, 1, 2)
+    assert cfg.sections["selection"].full_data and cfg.eval.ladder() == []

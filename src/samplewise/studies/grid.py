@@ -15,7 +15,9 @@ is one run directory ``OUT/cells/<id>/`` written by :func:`samplewise.runs.run_t
 finished cell is skipped and a killed cell resumes from its checkpoint, so a study can be rerun
 (or split over a SLURM job array with ``share=(i, n)``) at no cost. After training, a cell's
 PGD accuracy is read from its ``result.json`` (the cell's ``eval_n``/``eval_steps`` are set from
-the ``eval`` section) and AutoAttack, when asked for, is cached in ``autoattack.json``.
+the ``eval`` section), AutoAttack, when asked for, is cached in ``autoattack.json``, and the PGD
+accuracy at every radius of ``eval.eps_ladder`` in ``ladder.json`` (one entry per radius, so a
+longer ladder only adds the new radii).
 
 :func:`samplewise.studies.tables.write_results` then writes ``results.csv`` (one row per
 finished cell), ``results.md`` (mean ± std over seeds) and ``results.json``, all atomically.

@@ -141,7 +141,7 @@ def coreset_plots(summary: Sequence[dict], out_dir, ev) -> list[Path]:
                                             f"n={ev.autoattack_n} test samples; {note}"))
     middle = ev.middle()
     if middle is not None:
-        steps = f"PGD-{ev.pgd_steps} (step ε/4) on n={ev.n} test samples; {note}"
+        steps = f"PGD-{ev.pgd_steps}, step ε/4, n={ev.n}; {note}"
         paths.append(plot_vs_eps(summary, ev, out / "robust_vs_eps.png",
                                  title=f"Robust accuracy vs radius\n{steps}"))
         paths.append(plot_vs_fraction(summary, ladder_metric(middle[0]),
