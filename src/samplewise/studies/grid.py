@@ -15,7 +15,9 @@ is one run directory ``OUT/cells/<id>/`` written by :func:`samplewise.runs.run_t
 finished cell is skipped and a killed cell resumes from its checkpoint, so a study can be rerun
 (or split over a SLURM job array with ``share=(i, n)``) at no cost. After training, a cell's
 PGD accuracy is read from its ``result.json`` (the cell's ``eval_n``/``eval_steps`` are set from
-the ``eval`` section) and AutoAttack, when asked for, is cached in ``autoattack.json``.
+the ``eval`` section), AutoAttack, when asked for, is cached in ``autoattack.json``, and the PGD
+accuracy at every radius of ``eval.eps_ladder`` in ``ladder.json`` (one entry per radius, so a
+longer ladder only adds the new radii).
 
 :func:`samplewise.studies.tables.write_results` then writes ``results.csv`` (one row per
 finished cell), ``results.md`` (mean ± std over seeds) and ``results.json``, all atomically.
@@ -39,6 +41,7 @@ import contextlib
 import itertools
 import json
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -55,6 +58,7 @@ log = logging.getLogger(__name__)
 
 CELLS_DIR = "cells"
 AUTOATTACK_FILE = "autoattack.json"
+LADDER_FILE = "ladder.json"
 TOP_KEYS = ("study", "base", "grid", "seeds", "eval")
 #: TrainConfig keys a cell's settings may differ in from its saved config.yaml without being stale
 #: (channels_last and compile change the speed, not the maths)
@@ -77,6 +81,11 @@ class EvalSpec:
         autoattack_seeds: run AutoAttack only on the cells of these seeds (default: all);
             AutoAttack costs far more than PGD, so one seed per setting is a common compromise.
         batch_size: attack batch size.
+        eps_ladder: increasing L∞ radii (numbers or ``"k/255"`` strings): PGD-``pgd_steps``
+            accuracy at each, step = radius/4, on the same ``n`` samples (cached per radius in
+            ``ladder.json``), besides the PGD accuracy at the cell's ε.
+        autoattack_eps: AutoAttack's radius (a number or ``"k/255"``); default: the middle
+            radius of the ladder (``eps_ladder[len // 2]``), or the cell's ε without a ladder.
     """
 
     n: int = 1000
@@ -87,6 +96,8 @@ class EvalSpec:
     autoattack_attacks: Optional[list] = None
     autoattack_seeds: Optional[list] = None
     batch_size: int = 256
+    eps_ladder: Optional[list] = None
+    autoattack_eps: Any = None
 
     def __post_init__(self) -> None:
         for name in ("n", "autoattack_n", "batch_size"):
@@ -104,6 +115,31 @@ class EvalSpec:
                 isinstance(s, int) and not isinstance(s, bool) for s in self.autoattack_seeds):
             raise SamplewiseError(f"eval.autoattack_seeds must list seeds, got "
                                   f"{self.autoattack_seeds!r}")
+        if self.eps_ladder is not None:
+            radii = [r for _, r in self.ladder()]
+            if not radii or any(b <= a for a, b in zip(radii, radii[1:])):
+                raise SamplewiseError("eval.eps_ladder must be a non-empty list of increasing "
+                                      f"radii, got {self.eps_ladder!r}")
+        if self.autoattack_eps is not None:
+            parse_radius(self.autoattack_eps, "eval.autoattack_eps")
+
+    def ladder(self) -> list[tuple[str, float]]:
+        """``(label, radius)`` for every radius of ``eps_ladder`` (empty without a ladder)."""
+        return [(radius_label(r), parse_radius(r, "eval.eps_ladder"))
+                for r in self.eps_ladder or ()]
+
+    def middle(self) -> Optional[tuple[str, float]]:
+        """The ladder's middle ``(label, radius)``: ``eps_ladder[len // 2]`` (None: no ladder)."""
+        ladder = self.ladder()
+        return ladder[len(ladder) // 2] if ladder else None
+
+    def autoattack_radius(self) -> Optional[float]:
+        """AutoAttack's radius: ``autoattack_eps``, else the ladder's middle, else None (the
+        cell's ε)."""
+        if self.autoattack_eps is not None:
+            return parse_radius(self.autoattack_eps, "eval.autoattack_eps")
+        middle = self.middle()
+        return None if middle is None else middle[1]
 
     def wants_autoattack(self, seed: int) -> bool:
         """Whether the cells of ``seed`` get AutoAttack."""
@@ -113,6 +149,28 @@ class EvalSpec:
         if self.autoattack_version == "custom":
             return "AutoAttack (" + "+".join(self.autoattack_attacks or []) + ")"
         return f"AutoAttack ({self.autoattack_version})"
+
+
+def parse_radius(value, where: str) -> float:
+    """An L∞ radius given as a number or as a ``"a/b"`` string (``"2/255"``); > 0 and finite."""
+    r = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        r = float(value)
+    elif isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9.]+)\s*/\s*([0-9.]+)\s*", value)
+        try:
+            r = float(m.group(1)) / float(m.group(2)) if m else float(value)
+        except (ValueError, ZeroDivisionError):
+            r = None
+    if r is None or not math.isfinite(r) or r <= 0:
+        raise SamplewiseError(f"{where}: a radius is a number > 0 or a fraction such as "
+                              f"'2/255', got {value!r}")
+    return r
+
+
+def radius_label(value) -> str:
+    """How a radius is shown in tables: a fraction as written (``2/255``), a number with %g."""
+    return value.replace(" ", "") if isinstance(value, str) else f"{float(value):g}"
 
 
 @dataclass(frozen=True)
@@ -399,15 +457,31 @@ def run_cell(cell: Cell, path: Path, ev: EvalSpec, *, device: Optional[str] = No
         resume = (path / CHECKPOINT).is_file()
         run_training(cell.cfg, path, resume=resume, device=device)
         done.append("resumed" if resume else "trained")
-    if ev.wants_autoattack(cell.params["seed"]) and not (path / AUTOATTACK_FILE).is_file():
+    if ev.wants_autoattack(cell.params["seed"]) and not _cached_autoattack(path, ev):
         autoattack_cell(cell, path, ev, device=device)
         done.append("autoattack")
+    if ev.ladder() and ladder_cell(cell, path, ev, device=device):
+        done.append("ladder")
     return "+".join(done) or "already finished"
 
 
+def _cached_autoattack(path: Path, ev: EvalSpec) -> bool:
+    """Whether ``autoattack.json`` is there; one made at another radius than the eval section's
+    is refused."""
+    file = path / AUTOATTACK_FILE
+    if not file.is_file():
+        return False
+    want = ev.autoattack_radius() if ev.autoattack else None
+    have = json.loads(file.read_text()).get("eps")
+    if want is not None and not math.isclose(have, want, rel_tol=1e-9):
+        raise SamplewiseError(f"{file} was computed at eps={have:g}, but the study now asks for "
+                              f"AutoAttack at eps={want:g}; delete it to recompute")
+    return True
+
+
 def autoattack_cell(cell: Cell, path: Path, ev: EvalSpec, *, device: Optional[str] = None) -> dict:
-    """AutoAttack on the fixed ``ev.autoattack_n`` test slice at the cell's ε, written to
-    ``autoattack.json``."""
+    """AutoAttack on the fixed ``ev.autoattack_n`` test slice at ``ev.autoattack_radius()`` (the
+    cell's ε when None), written to ``autoattack.json``."""
     from ..evaluate import evaluate
     from ..models import load_model
     from ..runs import load_bundle
@@ -415,12 +489,57 @@ def autoattack_cell(cell: Cell, path: Path, ev: EvalSpec, *, device: Optional[st
     device = device or cell.cfg.device
     result = json.loads((path / "result.json").read_text())
     model = load_model(path, device=device)
+    eps = ev.autoattack_radius()
     res = evaluate(model, load_bundle(cell.cfg).test, attack="autoattack",
-                   eps=result["eval"]["eps"], n=ev.autoattack_n, batch_size=ev.batch_size,
+                   eps=result["eval"]["eps"] if eps is None else eps, n=ev.autoattack_n,
+                   batch_size=ev.batch_size,
                    device=device, aa_version=ev.autoattack_version,
                    aa_attacks=ev.autoattack_attacks)
     io.write_json(path / AUTOATTACK_FILE, res)
     return res
+
+
+def ladder_settings(ev: EvalSpec) -> dict:
+    """The settings every entry of a cell's ``ladder.json`` was computed with."""
+    return {"attack": "pgd", "steps": ev.pgd_steps, "n": ev.n, "seed": 0,
+            "batch_size": ev.batch_size, "alpha": "eps/4"}
+
+
+def read_ladder(path: Path, ev: EvalSpec) -> dict:
+    """The cached ladder results of a cell directory (``{str(radius): evaluate() result}``);
+    empty when there are none, refused when they were made with other settings."""
+    file = path / LADDER_FILE
+    if not file.is_file():
+        return {}
+    saved = json.loads(file.read_text())
+    if saved.get("settings") != ladder_settings(ev):
+        raise SamplewiseError(f"{file} was computed with {saved.get('settings')}, the study now "
+                              f"asks for {ladder_settings(ev)}; delete it to recompute")
+    return saved["radii"]
+
+
+def ladder_cell(cell: Cell, path: Path, ev: EvalSpec, *, device: Optional[str] = None) -> list:
+    """PGD-``ev.pgd_steps`` accuracy (step = radius/4, seed 0) on the fixed ``ev.n`` test slice
+    at every radius of ``ev.eps_ladder`` not yet in ``ladder.json``; each result is written as
+    soon as it is made, so a killed evaluation keeps the radii it finished. Returns the radii
+    computed by this call."""
+    from ..evaluate import evaluate
+    from ..models import load_model
+    from ..runs import load_bundle
+
+    radii = read_ladder(path, ev)
+    todo = [r for _, r in ev.ladder() if str(r) not in radii]
+    if not todo:
+        return []
+    device = device or cell.cfg.device
+    model = load_model(path, device=device)
+    test = load_bundle(cell.cfg).test
+    for r in todo:
+        radii[str(r)] = evaluate(model, test, attack="pgd", eps=r, alpha=r / 4,
+                                 steps=ev.pgd_steps, n=ev.n, batch_size=ev.batch_size, seed=0,
+                                 device=device)
+        io.write_json(path / LADDER_FILE, {"settings": ladder_settings(ev), "radii": radii})
+    return todo
 
 
 def run_cells(cells: Sequence[Cell], out_dir, ev: EvalSpec, *, share=None,
@@ -438,6 +557,8 @@ def run_cells(cells: Sequence[Cell], out_dir, ev: EvalSpec, *, share=None,
     todo = share_of(cells, share)
     for cell in todo:  # a changed config is one clear error before anything runs
         _check_same_settings(cell, cell_dir(out_dir, cell))
+        _cached_autoattack(cell_dir(out_dir, cell), ev)
+        read_ladder(cell_dir(out_dir, cell), ev)
     log.info("%d of %d cells to run%s", len(todo), len(cells),
              "" if share is None else " (share %d/%d)" % parse_share(share))
     status: dict[str, str] = {}

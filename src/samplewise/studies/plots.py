@@ -20,15 +20,16 @@ from ..io import atomic_path
 FULL = "full"
 
 
-def new_figure(ncols: int = 1, *, width: float = 4.6, height: float = 3.6):
-    """A figure with ``ncols`` side-by-side axes on an Agg canvas; returns ``(fig, axes)``."""
+def new_figure(ncols: int = 1, *, width: float = 4.6, height: float = 3.6, nrows: int = 1):
+    """A figure with ``nrows`` x ``ncols`` axes on an Agg canvas; returns ``(fig, axes)`` with
+    the axes in row-major order."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width * ncols, height), layout="constrained")
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, ncols, squeeze=False)[0]
-    return fig, list(axes)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, [ax for row in axes for ax in row]
 
 
 def save_figure(fig, path) -> Path:
@@ -72,8 +73,56 @@ def plot_vs_fraction(summary: Sequence[dict], metric: str, path, *, ylabel: str,
     return save_figure(fig, path)
 
 
+def plot_vs_eps(summary: Sequence[dict], ev, path, *, title: str) -> Path:
+    """One panel per objective (rows) × fraction (columns): PGD accuracy (mean ± std over seeds,
+    in %) against the ladder's radii, one line per selector, and the full-data reference as a
+    dashed black line in every panel."""
+    from .tables import ladder_metric
+
+    ladder = ev.ladder()
+    objectives = list(dict.fromkeys(s["objective"] for s in summary))
+    fractions = sorted({s["fraction"] for s in summary if s["selector"] != FULL})
+    fig, axes = new_figure(max(1, len(fractions)), nrows=max(1, len(objectives)))
+    selectors = list(dict.fromkeys(s["selector"] for s in summary if s["selector"] != FULL))
+    colors = {name: f"C{i % 10}" for i, name in enumerate(selectors)}
+    radii = np.array([r for _, r in ladder], dtype=float)
+
+    def line(ax, row, **kw):
+        pts = [(r, row[f"{ladder_metric(label)}_mean"], row[f"{ladder_metric(label)}_std"])
+               for label, r in ladder if row.get(f"{ladder_metric(label)}_mean") is not None]
+        if pts:
+            x, m, sd = (np.array(v, dtype=float) for v in zip(*pts))
+            ax.errorbar(x, 100 * m, yerr=100 * sd, capsize=3, **kw)
+
+    for k, objective in enumerate(objectives):
+        full = [s for s in summary if s["objective"] == objective and s["selector"] == FULL]
+        for j, fraction in enumerate(fractions):
+            ax = axes[k * len(fractions) + j]
+            for name in selectors:
+                rows = [s for s in summary if s["objective"] == objective
+                        and s["selector"] == name and s["fraction"] == fraction]
+                if rows:
+                    line(ax, rows[0], marker="o", label=name, color=colors[name])
+            if full:
+                line(ax, full[0], marker="s", color="black", linestyle="--", label="full data")
+            ax.set_title(f"{objective}, fraction {fraction:g}")
+            ax.set_xticks(radii)
+            ax.set_xticklabels([label for label, _ in ladder])
+            ax.set_xlabel("L∞ radius ε")
+            ax.set_ylabel(f"PGD-{ev.pgd_steps} accuracy (%)")
+            ax.grid(alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize="small")
+    fig.suptitle(title, fontsize="medium")
+    return save_figure(fig, path)
+
+
 def coreset_plots(summary: Sequence[dict], out_dir, ev) -> list[Path]:
-    """Robust (PGD) and clean accuracy against the fraction (and AutoAttack when computed)."""
+    """Robust (PGD) and clean accuracy against the fraction (and AutoAttack when computed);
+    with an ``eps_ladder``, also PGD accuracy against ε per fraction (``robust_vs_eps.png``) and
+    against the fraction at the ladder's middle radius (``robust_vs_fraction_middle_eps.png``)."""
+    from .tables import ladder_metric
+
     out = Path(out_dir)
     seeds = max((s["seeds"] for s in summary), default=0)
     note = f"mean ± std over {seeds} seed{'s' if seeds != 1 else ''}"
@@ -90,6 +139,16 @@ def coreset_plots(summary: Sequence[dict], out_dir, ev) -> list[Path]:
                                       ylabel=f"{ev.autoattack_label()} accuracy (%)",
                                       title=f"{ev.autoattack_label()} accuracy vs coreset size\n"
                                             f"n={ev.autoattack_n} test samples; {note}"))
+    middle = ev.middle()
+    if middle is not None:
+        steps = f"PGD-{ev.pgd_steps}, step ε/4, n={ev.n}; {note}"
+        paths.append(plot_vs_eps(summary, ev, out / "robust_vs_eps.png",
+                                 title=f"Robust accuracy vs radius\n{steps}"))
+        paths.append(plot_vs_fraction(summary, ladder_metric(middle[0]),
+                                      out / "robust_vs_fraction_middle_eps.png",
+                                      ylabel=f"PGD-{ev.pgd_steps} accuracy at ε={middle[0]} (%)",
+                                      title=f"Robust accuracy at ε={middle[0]} vs coreset size\n"
+                                            f"{steps}"))
     return paths
 
 

@@ -3,7 +3,8 @@
 :func:`write_results` writes, atomically, ``results.csv`` (one row per finished cell: the grid
 values, seed, clean/PGD/AutoAttack accuracy, training-set size, epochs, budget, seconds),
 ``results.md`` (mean ± std over seeds, with the number of seeds) and ``results.json`` (rows,
-grouped summary, evaluation settings, the study config, the missing cells).
+grouped summary, evaluation settings, the study config, the missing cells). With an
+``eval.eps_ladder``, every table gets one ``pgd_acc@<radius>`` column per radius.
 
 Example:
     >>> record = write_results(cfg, cells, "runs/study", title="Coreset study")
@@ -21,31 +22,50 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .. import io
-from .grid import AUTOATTACK_FILE, Cell, EvalSpec, StudyConfig, cell_dir
+from .grid import (AUTOATTACK_FILE, Cell, EvalSpec, StudyConfig, cell_dir, radius_label,
+                   read_ladder)
 
 RESULTS = ("results.csv", "results.md", "results.json")
 METRICS = ("clean_acc", "pgd_acc", "autoattack_acc")
 
 
-def cell_row(cell: Cell, path: Path) -> Optional[dict]:
-    """The results row of a finished cell (None if it is not finished)."""
+def ladder_metric(label: str) -> str:
+    """The column of the PGD accuracy at ladder radius ``label``, e.g. ``pgd_acc@0.02``."""
+    return f"pgd_acc@{label}"
+
+
+def ladder_metrics(ev: Optional[EvalSpec]) -> list[str]:
+    """The ladder columns of ``ev`` in increasing radius (none without a ladder)."""
+    return [ladder_metric(label) for label, _ in ev.ladder()] if ev is not None else []
+
+
+def cell_row(cell: Cell, path: Path, ev: Optional[EvalSpec] = None) -> Optional[dict]:
+    """The results row of a finished cell (None if it is not finished); with ``ev``'s
+    ``eps_ladder``, one ``pgd_acc@<radius>`` column per radius (None until evaluated)."""
     if not (path / "result.json").is_file():
         return None
     res = json.loads((path / "result.json").read_text())
     aa = None
     if (path / AUTOATTACK_FILE).is_file():
         aa = json.loads((path / AUTOATTACK_FILE).read_text())["robust_acc"]
+    ladder = {}
+    if ev is not None and ev.ladder():
+        cached = read_ladder(path, ev)
+        ladder = {ladder_metric(label): cached[str(r)]["robust_acc"] if str(r) in cached else None
+                  for label, r in ev.ladder()}
     return {"cell": cell.id, **cell.params, "clean_acc": res["clean_acc"],
-            "pgd_acc": res["robust_acc"], "autoattack_acc": aa, "n_train": res.get("n_train"),
-            "epochs": res.get("epochs"), "budget": res.get("budget"),
+            "pgd_acc": res["robust_acc"], **ladder, "autoattack_acc": aa,
+            "n_train": res.get("n_train"), "epochs": res.get("epochs"),
+            "budget": res.get("budget"),
             "seconds": round(float(sum(res.get("epoch_seconds") or [])), 2)}
 
 
-def collect(cells: Sequence[Cell], out_dir) -> tuple[list[dict], list[str]]:
+def collect(cells: Sequence[Cell], out_dir,
+            ev: Optional[EvalSpec] = None) -> tuple[list[dict], list[str]]:
     """Rows of the finished cells (in id order) and the ids of the missing ones."""
     rows, missing = [], []
     for cell in sorted(cells, key=lambda c: c.id):
-        row = cell_row(cell, cell_dir(out_dir, cell))
+        row = cell_row(cell, cell_dir(out_dir, cell), ev)
         (rows.append(row) if row is not None else missing.append(cell.id))
     return rows, missing
 
@@ -89,18 +109,25 @@ def results_markdown(summary: Sequence[dict], group: Sequence[str], *, title: st
                      autoattack: bool = False) -> str:
     """The seeds-grouped Markdown table of :func:`summarize` (accuracies in %)."""
     eps_text = f" at ε = {eps:g}" if eps is not None else ""
+    ladder = ev.ladder()
+    if ladder:
+        eps_text += f" and at ε = {', '.join(label for label, _ in ladder)} (step ε/4 each)"
     aa = ""
     if autoattack:
         which = "" if ev.autoattack_seeds is None else \
             f" (seed{'s' if len(ev.autoattack_seeds) > 1 else ''} " \
             f"{', '.join(map(str, ev.autoattack_seeds))} only)"
-        aa = f", {ev.autoattack_label()} on {ev.autoattack_n}{which}"
+        at = "" if ev.autoattack_radius() is None else f" at ε = {autoattack_label(ev)}"
+        aa = f", {ev.autoattack_label()}{at} on {ev.autoattack_n}{which}"
     lines = [f"# {title}", "",
              f"Accuracy (%) on the fixed test slice: clean and PGD-{ev.pgd_steps}{eps_text} on "
              f"{ev.n} samples{aa}. Mean ± std over seeds (sample std, ddof = 1; the mean alone "
              "when one seed has a value); `seeds` counts the finished seeds.", ""]
     heads = [*group, "seeds", "n_train", "epochs", "clean", f"PGD-{ev.pgd_steps}"]
     metrics = ["clean_acc", "pgd_acc"]
+    for label, _ in ladder:
+        heads.append(f"PGD-{ev.pgd_steps} ε={label}")
+        metrics.append(ladder_metric(label))
     if autoattack:
         heads.append("AutoAttack")
         metrics.append("autoattack_acc")
@@ -113,6 +140,14 @@ def results_markdown(summary: Sequence[dict], group: Sequence[str], *, title: st
         shown = ", ".join(missing[:12]) + (", ..." if len(missing) > 12 else "")
         lines += ["", f"{len(missing)} cell(s) not finished yet: {shown} (all in results.json)."]
     return "\n".join(lines) + "\n"
+
+
+def autoattack_label(ev: EvalSpec) -> Optional[str]:
+    """AutoAttack's radius as written in the config (None: the cell's ε)."""
+    if ev.autoattack_eps is not None:
+        return radius_label(ev.autoattack_eps)
+    middle = ev.middle()
+    return None if middle is None else middle[0]
 
 
 def _fmt(value) -> str:
@@ -133,13 +168,14 @@ def write_results(cfg: StudyConfig, cells: Sequence[Cell], out_dir, *, title: st
                   extra: Optional[dict] = None) -> dict:
     """Collect the finished cells and write results.csv / .md / .json; returns the JSON dict."""
     out = Path(out_dir)
-    rows, missing = collect(cells, out)
+    rows, missing = collect(cells, out, cfg.eval)
     group = list(cfg.grid)
     autoattack = cfg.eval.autoattack
-    columns = ["cell", *group, "seed", "clean_acc", "pgd_acc",
+    ladder = ladder_metrics(cfg.eval)
+    columns = ["cell", *group, "seed", "clean_acc", "pgd_acc", *ladder,
                *(["autoattack_acc"] if autoattack else []),
                "n_train", "epochs", "budget", "seconds"]
-    summary = summarize(rows, group)
+    summary = summarize(rows, group, (*METRICS, *ladder))
     eps = cfg.base.eps
     if rows and eps is None:
         first = next(c for c in cells if c.id == rows[0]["cell"])
@@ -150,6 +186,9 @@ def write_results(cfg: StudyConfig, cells: Sequence[Cell], out_dir, *, title: st
                                                        autoattack=autoattack))
     notes = {"seconds": "sum of the cell's epoch times (training only)",
              "std": "sample standard deviation over seeds (ddof=1; 0 with one seed)"}
+    if ladder:
+        notes["pgd_acc@<eps>"] = (f"PGD-{cfg.eval.pgd_steps} accuracy at that radius, step "
+                                  "eps/4, seed 0, on the same test slice as pgd_acc")
     record = {"study": cfg.study, "title": title, "cells_total": len(cells),
               "cells_finished": len(rows), "missing": missing, "columns": columns,
               "eval": {**dataclasses.asdict(cfg.eval), "eps": eps}, "notes": notes,
