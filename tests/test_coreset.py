@@ -148,20 +148,21 @@ def test_easycore_window_uses_the_per_epoch_mean():
 
 
 def test_ccs_drops_the_hardest_beta_and_covers_every_stratum():
+    """The AIGN-stratified variant (score="aign"); the AUM default is tested in test_ccs.py."""
     rng = np.random.default_rng(2)
     aign = rng.uniform(0, 1, 1000).astype(np.float32)
     planted = rng.permutation(1000)[:100]
     aign[planted] = rng.uniform(10, 11, 100)
     table = make_table(scores={"aign": aign})
     for seed in range(3):
-        idx = select(table, "ccs", 0.5, beta=0.1, seed=seed)
+        idx = select(table, "ccs", 0.5, score="aign", beta=0.1, seed=seed)
         assert not np.isin(table.index[planted], idx).any()
     # equal-width strata over [0, 1): every one of 10 strata is represented at a 20% budget
-    idx = select(table, "ccs", 0.2, beta=0.1, strata=10)
+    idx = select(table, "ccs", 0.2, score="aign", beta=0.1, strata=10)
     chosen = aign[np.isin(table.index, idx)]
     assert set(np.minimum((chosen * 10).astype(int), 9)) == set(range(10))
     # dropping beta would leave too few: keep the easiest k instead
-    np.testing.assert_array_equal(select(table, "ccs", 0.5, beta=0.9),
+    np.testing.assert_array_equal(select(table, "ccs", 0.5, score="aign", beta=0.9),
                                   by_index(table, np.argsort(aign)[:500]))
 
 

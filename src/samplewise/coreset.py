@@ -286,18 +286,20 @@ for _name, _source in [("el2n", "Paul et al. 2021"), ("grand", "Paul et al. 2021
 
 
 # ---------------------------------------------------------------------------- coverage selectors
-@SELECTORS.register("ccs", help="coverage-centric (Zheng et al. 2023): drop the hardest beta, "
-                                "stratify the score range, fill strata from the smallest up",
+@SELECTORS.register("ccs", help="coverage-centric (Zheng et al. 2023), by AUM as published: drop "
+                                "the hardest beta, stratify the score range, fill strata from the "
+                                "smallest up; score=aign for the AIGN-stratified variant",
                     keeps="coverage")
-def ccs(table: ScoreTable, k: int, rng, score: str = "aign", beta: float = 0.1,
+def ccs(table: ScoreTable, k: int, rng, score: str = "aum", beta: float = 0.1,
         strata: int = 50) -> np.ndarray:
-    """Coverage-centric coreset selection over any score.
+    """Coverage-centric coreset selection (Zheng et al. 2023), by AUM unless told otherwise.
 
     Drops the ``floor(beta * N)`` hardest samples (fewer if that would leave less than ``k``),
     cuts the remaining score range into ``strata`` equal-width strata and fills the budget from
     the smallest non-empty stratum up, each taking ``min(size, remaining // strata_left)``
-    samples drawn uniformly. The default score is AIGN, this project's hardness measure (CCS
-    itself usually ranks by AUM or forgetting: pass ``score="aum"``).
+    samples drawn uniformly. The default score is AUM, as in the paper (which also publishes
+    forgetting: ``score="forgetting"``). ``score="aign"`` gives the AIGN-stratified variant,
+    which is not a published baseline.
     """
     if not (isinstance(beta, numbers.Real) and 0.0 <= beta < 1.0):
         raise SamplewiseError(f"ccs: beta must be in [0, 1), got {beta!r}")

@@ -266,15 +266,20 @@ def _monitor(model, split: Split, cfg: TrainConfig, objective: Objective, device
 
 
 class _SWA:
-    """Stochastic weight averaging of the student from ``swa_start`` (a fraction of the epochs)."""
+    """Stochastic weight averaging of the student from ``swa_start`` (a fraction of the epochs).
+
+    With ``s = floor(swa_start * epochs)``, the weights at the end of epochs ``s, s+1, ...,
+    epochs`` (1-based; epoch 1 when ``s = 0``) are averaged: ``swa_start=0.475`` over 200
+    epochs averages from epoch 95 on, as SAAD's official code does.
+    """
 
     def __init__(self, model: nn.Module, cfg: TrainConfig):
-        self.start = int(cfg.swa_start * cfg.epochs)
+        self.start = max(1, math.floor(cfg.swa_start * cfg.epochs + 1e-9))
         self.model = model
         self.avg = AveragedModel(model)
 
     def update(self, epoch: int) -> None:
-        if epoch >= self.start:
+        if epoch + 1 >= self.start:  # epoch is 0-based
             self.avg.update_parameters(self.model)
 
     def finalize(self, model: nn.Module, loader: InMemoryLoader) -> None:

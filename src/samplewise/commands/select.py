@@ -16,7 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fraction", required=True, type=float, help="share to keep, in (0, 1]")
     p.add_argument("--class-balanced", action="store_true")
     p.add_argument("--dataset", help="check the score file belongs to this dataset")
-    p.add_argument("--score", help="score for ccs (default aign)")
+    p.add_argument("--score", help="score ccs stratifies by (default aum, as published; "
+                                   "aign: the AIGN-stratified variant)")
     p.add_argument("--window", help="AIGN epoch window START:STOP for easycore/hardcore")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="subset .npy (a .json summary goes beside it)")

@@ -116,6 +116,11 @@ class SAAD(Distiller):
         inner: ``"linear"`` (official code: the teacher's true-class logit linearised around ``x``,
             :func:`linearised_teacher`) or ``"teacher"`` (exact teacher in the loop, as AdaAD/IGDM).
         lambda_inner: λ of the linearisation (1.0).
+        clean_bn_pass: with ``beta=0``, also run the student on ``x`` (train mode, no gradient)
+            after the loss's forwards, as the official code does (it computes the clean term and
+            multiplies it by 0). Loss and gradient are unchanged; only BatchNorm running
+            statistics move, which the eval-mode inner maximisation then uses. Off by default:
+            one student forward more per step, for the official code's BN statistics.
 
     Example:
         >>> obj = build_objective("saad", teacher=t, eps=8 / 255, alpha=2 / 255, steps=10)
@@ -124,7 +129,7 @@ class SAAD(Distiller):
     name = "saad"
     defaults = {"signal": "entropy", "gamma": 1.0, "scale": 5.0, "center": "min", "normalize": "minmax",
                 "floor": 0.0, "beta": 0.0, "ema": None, "alpha_ig": 1.0, "ramp": True,
-                "inner": "linear", "lambda_inner": 1.0}
+                "inner": "linear", "lambda_inner": 1.0, "clean_bn_pass": False}
 
     def __init__(self, *, teacher, eps, alpha, steps, **options):
         super().__init__(teacher=teacher, eps=eps, alpha=alpha, steps=steps, **options)
@@ -148,6 +153,9 @@ class SAAD(Distiller):
             _check_unit(self, "ema")
             if self.ema == 1:
                 raise SamplewiseError(f"objective '{self.name}': ema must be in [0, 1) or None, got 1")
+        if not isinstance(self.clean_bn_pass, bool):
+            raise SamplewiseError(f"objective '{self.name}': clean_bn_pass must be true or false, "
+                                  f"got {self.clean_bn_pass!r}")
 
     def needs_index(self) -> bool:
         return self.ema is not None  # the per-sample EMA is kept by dataset index
@@ -236,6 +244,9 @@ class SAAD(Distiller):
         if self.beta > 0:
             zt_clean = self._teacher(x) if zt_clean is None else zt_clean
             loss_ps = loss_ps + self.beta * (1 - w_tilde) * losses.kl(zt_clean, model(x), reduction="none")
+        elif self.clean_bn_pass and model.training:
+            with torch.no_grad():  # the official code's zero-weighted clean forward: BN stats only
+                model(x)
         return self._out(loss_ps, zs_adv, x_adv, y, zt_adv, weights=w, weights_tilde=w_tilde,
                          signal=s.detach())
 
