@@ -196,7 +196,7 @@ def test_standard_training_configs_follow_the_issue(name, dataset, ladder, aa_ep
     assert cfg.grid["objective"] == ("standard",) and cfg.seeds == (0, 1, 2)
     assert set(cfg.grid["selector"]) >= {"easycore", "random", "el2n", "grand", "forgetting",
                                          "aum", "ccs", "moderate", "hardcore"}
-    assert "options" not in cfg.raw["selection"]          # ccs with its default ranking
+    assert cfg.raw["selection"]["options"]["ccs"] == {"score": "aum"}   # ccs as published
     assert cfg.grid["fraction"] == (0.1, 0.3, 0.5, 0.7)
     assert [r for _, r in cfg.eval.ladder()] == pytest.approx(ladder)
     assert cfg.eval.autoattack and cfg.eval.autoattack_radius() == pytest.approx(aa_eps)
