@@ -4,7 +4,9 @@ The loop owns the optimiser, the schedule, checkpoints and metrics; the objectiv
 hooks (per-sample trackers) see each batch with its dataset indices. A checkpoint is written
 atomically after every epoch with everything needed to continue bit for bit: weights, optimiser,
 schedule, global RNG states, the objective's and the hooks' state (the loader's order and the
-attacks' noise are derived from ``(seed, epoch)`` and need no saved state).
+attacks' noise are derived from ``(seed, epoch)`` and need no saved state). On SIGTERM/SIGINT
+(:mod:`samplewise.preemption`) the loop finishes its step and writes a mid-epoch checkpoint
+(the step, the epoch's attack generator state and running sums), then raises ``Preempted``.
 """
 
 from __future__ import annotations
