@@ -27,9 +27,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="study directory (cells/, results.*, plots)")
     p.add_argument("--cells", metavar="i/n", help="run only the i-th of n shares of the cells "
                    "(1-based, round-robin over the sorted cell ids; for SLURM job arrays); a "
-                   "rerun without it runs what is left and merges every finished cell. Without "
-                   "running the same command share its cells (each claims the next "
-                   "free unfinished one)")
+                   "rerun without it runs what is left and merges every finished cell. Workers "
+                   "running the same command share its cells (each claims the next free "
+                   "unfinished one)")
     p.add_argument("--device", help="override the config's device")
     p.add_argument("--report", action="store_true",
                    help="run nothing: write the tables and plots of the cells finished so far "
