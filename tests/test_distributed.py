@@ -59,8 +59,8 @@ def test_distributed_pass_equals_single_process_on_the_same_checkpoint(two_proce
 
 def test_only_rank_zero_writes(two_process_scoring):
     names = sorted(p.name for p in two_process_scoring.iterdir())
-    assert names == sorted(["checkpoint.pt", "config.yaml", "metrics.jsonl", "model.pt",
-                            "result.json", "scores.npz"])
+    assert names == sorted([".lock", "checkpoint.pt", "config.yaml", "metrics.jsonl", "model.pt",
+                            "result.json", "scores.npz"])  # .lock: rank 0's run-directory lock
     assert "world_size: 2" in (two_process_scoring / "config.yaml").read_text()
 
 

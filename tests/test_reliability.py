@@ -70,6 +70,8 @@ def _files_at_kill(run: Path) -> dict:
         if f.name.endswith(".tmp"):
             found.setdefault("tmp", []).append(f.name)
             continue
+        if f.name == ".lock":  # the run directory's lock file (samplewise.runlock)
+            continue
         try:
             found[f.name] = readers[f.name](f)
         except Exception as exc:  # noqa: BLE001 - recorded and asserted on by the tests

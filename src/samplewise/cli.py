@@ -14,6 +14,7 @@ from typing import Callable
 
 from .cpu import tune_allocator
 from .errors import SamplewiseError
+from .preemption import Preempted
 
 COMMANDS: dict[str, Callable] = {}
 
@@ -100,9 +101,13 @@ def cmd_eval(a) -> int:
     if tuple(bundle.card.shape) != tuple(model.card.shape):
         raise SamplewiseError(f"model expects inputs of shape {tuple(model.card.shape)}, "
                               f"dataset {name} has {tuple(bundle.card.shape)}")
-    res = evaluate(model, bundle.test, attack=a.attack, eps=a.eps, alpha=a.alpha, steps=a.steps,
-                   n=a.n, device=a.device, batch_size=a.batch_size, per_sample=bool(a.per_sample),
-                   state_path=a.state)
+    from contextlib import nullcontext
+    from pathlib import Path
+    from .runlock import hold
+    with hold(Path(a.state).parent) if a.state else nullcontext():  # one writer per state dir
+        res = evaluate(model, bundle.test, attack=a.attack, eps=a.eps, alpha=a.alpha,
+                       steps=a.steps, n=a.n, device=a.device, batch_size=a.batch_size,
+                       per_sample=bool(a.per_sample), state_path=a.state)
     if a.per_sample:
         from . import io
         io.write_json(a.per_sample, res.pop("per_sample"))
@@ -179,9 +184,23 @@ def main(argv: list[str] | None = None) -> int:
     except SamplewiseError as exc:
         print(f"samplewise: error: {exc}", file=sys.stderr)
         return 2
+    except Preempted as exc:  # a checkpoint was saved: one line on how to continue
+        print(f"samplewise: {exc}; resume with: {resume_command(argv, a)}", file=sys.stderr)
+        return exc.exit_status
     except KeyboardInterrupt:
         print("samplewise: interrupted", file=sys.stderr)
         return 130
+
+
+def resume_command(argv: list[str] | None, args: argparse.Namespace) -> str:
+    """The command line that continues a stopped command: the same one, without
+    ``--overwrite``, with ``--resume`` for the commands that take it (a study resumes by
+    itself)."""
+    import shlex
+    words = [str(w) for w in (sys.argv[1:] if argv is None else argv) if w != "--overwrite"]
+    if hasattr(args, "resume") and "--resume" not in words:
+        words.append("--resume")
+    return shlex.join(["samplewise", *words])
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -51,6 +51,11 @@ def setup(device: str = "cpu") -> DistEnv:
     return DistEnv(rank=rank, world_size=world, local_rank=local, device=device)
 
 
+def launched_rank() -> int:
+    """This process's rank as ``torchrun`` set it (0 for a single process), before :func:`setup`."""
+    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+
+
 def current() -> DistEnv:
     """The environment of an already-joined process group (single process otherwise)."""
     if dist.is_available() and dist.is_initialized():

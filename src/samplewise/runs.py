@@ -2,13 +2,15 @@
 ``samplewise distill``.
 
 A run directory holds ``config.yaml`` (resolved settings, seed, version, git hash, dataset
-fingerprint), ``checkpoint.pt`` (after every epoch), ``metrics.jsonl``, ``model.pt`` and
-``result.json``. All files are written atomically.
+fingerprint), ``checkpoint.pt`` (after every epoch, and mid-epoch when a signal stops the run),
+``metrics.jsonl``, ``model.pt`` and ``result.json``. All files are written atomically, by one
+process at a time: :func:`holds_out_dir` (``.lock``, :mod:`samplewise.runlock`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -19,7 +21,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from . import distributed, io
+from . import distributed, io, runlock
 from .config import TrainConfig, dump_yaml, to_dict
 from .coreset import load_selection_meta, save_selection, selection_checksum
 from .data import DataBundle, load_dataset, load_subset_file
@@ -74,6 +76,25 @@ def prepare_out_dir(out_dir, resume: bool, overwrite: bool = False) -> Path:
     return out
 
 
+def holds_out_dir(fn):
+    """Run ``fn(cfg, out_dir, ..., resume=..., overwrite=...)`` holding the lock of ``out_dir``
+    (:func:`samplewise.runlock.hold`; another holder is one error naming it). The checks that
+    need no lock come first, so that a refused call creates nothing; under ``torchrun`` only
+    rank 0, which writes, takes the lock."""
+
+    @functools.wraps(fn)
+    def wrapper(cfg, out_dir, *args, **kwargs):
+        out = Path(out_dir)
+        if not out.is_dir():  # a file, or nothing to resume: refused before anything is made
+            prepare_out_dir(out, kwargs.get("resume", False), kwargs.get("overwrite", False))
+        if distributed.launched_rank() != 0:
+            return fn(cfg, out_dir, *args, **kwargs)
+        with runlock.hold(out):
+            return fn(cfg, out_dir, *args, **kwargs)
+
+    return wrapper
+
+
 def resolve_attack(cfg: TrainConfig, bundle: DataBundle) -> TrainConfig:
     """Fill ε and the step from the dataset card; scale epochs for the 'iterations' budget."""
     eps = bundle.card.eps if cfg.eps is None else cfg.eps
@@ -81,6 +102,7 @@ def resolve_attack(cfg: TrainConfig, bundle: DataBundle) -> TrainConfig:
     return dataclasses.replace(cfg, eps=eps, alpha=alpha)
 
 
+@holds_out_dir
 def run_training(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: bool = False,
                  hooks: Sequence[Hook] = (), device: str | None = None, subset=None) -> dict:
     """Train (or distil) as ``cfg`` says and write the run directory; returns ``result.json``.

@@ -4,7 +4,9 @@ The loop owns the optimiser, the schedule, checkpoints and metrics; the objectiv
 hooks (per-sample trackers) see each batch with its dataset indices. A checkpoint is written
 atomically after every epoch with everything needed to continue bit for bit: weights, optimiser,
 schedule, global RNG states, the objective's and the hooks' state (the loader's order and the
-attacks' noise are derived from ``(seed, epoch)`` and need no saved state).
+attacks' noise are derived from ``(seed, epoch)`` and need no saved state). On SIGTERM/SIGINT
+(:mod:`samplewise.preemption`) the loop finishes its step and writes a mid-epoch checkpoint
+(the step, the epoch's attack generator state and running sums), then raises ``Preempted``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from . import io
+from . import io, preemption
 from .config import TrainConfig, with_recipe
 from .data import DataBundle, InMemoryLoader, Split
 from .errors import SamplewiseError
@@ -104,6 +106,7 @@ def _progress(iterable, enabled: bool, desc: str, total: int):
     return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True, disable=None)
 
 
+@preemption.stoppable
 @keep_layout()
 def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainConfig, *,
         out_dir: str | Path | None = None, hooks: Sequence[Hook] = (), subset=None,
@@ -118,7 +121,7 @@ def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainCo
     Args:
         subset: dataset indices to train on (validated by :meth:`Split.subset`).
         out_dir: where ``checkpoint.pt`` and ``metrics.jsonl`` go (rank 0 only); None: nowhere.
-        resume: continue from ``out_dir/checkpoint.pt``.
+        resume: continue from ``out_dir/checkpoint.pt`` (at the step a preempted run stopped).
         ddp_model: the DistributedDataParallel wrapper to step through (multi-process runs).
 
     Recipe keys ``cfg`` leaves unset (``weight_decay``) take ``objective.recipe``'s values.
@@ -149,15 +152,17 @@ def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainCo
     for h in hooks:
         h.on_fit_start(model, loader, cfg)
 
-    start, metrics = 0, []
+    start, metrics, partial = 0, [], None
     if resume:
-        start, metrics = _restore(run_dir, model, opt, sched, objective, hooks, swa, write=rank == 0)
+        start, metrics, partial = _restore(run_dir, model, opt, sched, objective, hooks, swa,
+                                           write=rank == 0, steps=len(loader))
     elif out_dir is not None:
         (out_dir / METRICS).unlink(missing_ok=True)
 
     input_grad = any(h.needs_input_grad for h in hooks)
     autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
     check_each_step = torch.device(device).type == "cpu"  # a sync per step is free on the CPU
+    stoppable = out_dir is not None and world_size == 1  # SIGTERM/SIGINT: checkpoint and stop
     for epoch in range(start, cfg.epochs):
         model.train()
         loader.set_epoch(epoch)
@@ -166,9 +171,16 @@ def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainCo
         loss_sum = torch.zeros((), device=device)
         hits = torch.zeros((), device=device)
         extra: dict[str, torch.Tensor] = {}
-        seen = 0
-        bar = _progress(loader, cfg.progress and rank == 0, f"epoch {epoch + 1}/{cfg.epochs}", len(loader))
-        for step, (x, y, idx) in enumerate(bar):
+        seen, first = 0, 0
+        if partial is not None:  # preempted mid-epoch: its generator, its sums, the rest of its batches
+            first, seen, t0 = partial["step"], partial["seen"], t0 - partial["seconds"]
+            gen.set_state(partial["generator"])
+            loss_sum, hits = partial["loss_sum"].to(device), partial["hits"].to(device)
+            extra = {k: v.to(device) for k, v in partial["extra"].items()}
+            partial = None
+        bar = _progress(loader.batches(first), cfg.progress and rank == 0,
+                        f"epoch {epoch + 1}/{cfg.epochs}", len(loader))
+        for step, (x, y, idx) in enumerate(bar, first):
             if nhwc:
                 x = x.contiguous(memory_format=torch.channels_last)
             if input_grad:
@@ -193,6 +205,12 @@ def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainCo
             for k, v in out.get("epoch_metrics", {}).items():  # e.g. a distiller's transfer flags
                 extra[k] = extra.get(k, 0) + v.detach().float().sum()
             seen += len(y)
+            if stoppable and preemption.requested():
+                _save_checkpoint(out_dir, model, opt, sched, objective, hooks, swa, epoch, partial={
+                    "step": step + 1, "steps": len(loader), "seen": seen, "loss_sum": loss_sum,
+                    "hits": hits, "extra": extra, "seconds": time.perf_counter() - t0,
+                    "generator": gen.get_state()})
+                raise _stopped(out_dir, f"at epoch {epoch + 1}, step {step + 1} of {len(loader)}")
         if world_size > 1:  # epoch metrics over every rank's shard
             totals = all_reduce_sum(torch.stack([loss_sum, hits, torch.tensor(float(seen), device=device),
                                                  *extra.values()]))
@@ -219,6 +237,8 @@ def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainCo
         if out_dir is not None:
             io.append_jsonl(out_dir / METRICS, record)
             _save_checkpoint(out_dir, model, opt, sched, objective, hooks, swa, epoch + 1)
+            if stoppable and preemption.requested() and epoch + 1 < cfg.epochs:
+                raise _stopped(out_dir, f"after epoch {epoch + 1}")
     if swa is not None:
         swa.finalize(model, loader)
     return FitResult(model=model, metrics=metrics, epochs_run=cfg.epochs, steps_per_epoch=len(loader))
@@ -305,13 +325,24 @@ class _SWA:
         self.avg.load_state_dict(state)
 
 
-def _save_checkpoint(out_dir: Path, model, opt, sched, objective, hooks, swa, epoch: int) -> None:
+def _save_checkpoint(out_dir: Path, model, opt, sched, objective, hooks, swa, epoch: int,
+                     partial: dict | None = None) -> None:
+    """``epoch`` finished epochs; ``partial``: the loop's place and sums within the next one
+    (a preempted run), else None."""
     from .models import model_payload
     state = {"format": "samplewise.checkpoint/1", "epoch": epoch, "model": model_payload(model),
              "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
              "objective": objective.state_dict(), "hooks": hook_states(hooks),
-             "rng": rng_state(), "swa": swa.state_dict() if swa is not None else None}
+             "rng": rng_state(), "swa": swa.state_dict() if swa is not None else None,
+             "partial": partial}
     io.torch_save(state, out_dir / CHECKPOINT)
+
+
+def _stopped(out_dir: Path, where: str) -> preemption.Preempted:
+    signum = preemption.requested()
+    log.info("%s received: checkpoint written %s", preemption.signal_name(signum), where)
+    return preemption.Preempted(signum, f"stopped by {preemption.signal_name(signum)} {where}; "
+                                f"checkpoint saved to {out_dir / CHECKPOINT}")
 
 
 def hook_states(hooks: Sequence[Hook]) -> list[dict]:
@@ -335,8 +366,8 @@ def load_hook_states(hooks: Sequence[Hook], saved: list[dict], path) -> None:
                               "which this run does not use; resume with the same settings")
 
 
-def _restore(out_dir, model, opt, sched, objective, hooks, swa, write: bool = True
-             ) -> tuple[int, list[dict]]:
+def _restore(out_dir, model, opt, sched, objective, hooks, swa, write: bool = True,
+             steps: int | None = None) -> tuple[int, list[dict], dict | None]:
     if out_dir is None:
         raise SamplewiseError("--resume needs an output directory")
     path = Path(out_dir) / CHECKPOINT
@@ -358,11 +389,17 @@ def _restore(out_dir, model, opt, sched, objective, hooks, swa, write: bool = Tr
         swa.load_state_dict(state["swa"])
     set_rng_state(state["rng"])
     epoch = int(state["epoch"])
+    partial = state.get("partial")
+    if partial is not None and steps is not None and partial["steps"] != steps:
+        raise SamplewiseError(f"{path} stopped at step {partial['step']} of an epoch of "
+                              f"{partial['steps']} steps, but this run has {steps} steps per "
+                              "epoch; resume with the run's own settings")
     metrics = [m for m in io.read_jsonl(Path(out_dir) / METRICS) if m.get("epoch", 0) <= epoch]
     if write:  # drop lines of an epoch whose checkpoint never landed
         io.write_text(Path(out_dir) / METRICS, "".join(_jsonl(m) for m in metrics))
-    log.info("resumed from %s at epoch %d", path, epoch)
-    return epoch, metrics
+    log.info("resumed from %s at epoch %d%s", path, epoch,
+             f", step {partial['step']}" if partial is not None else "")
+    return epoch, metrics, partial
 
 
 def _jsonl(record: dict) -> str:

@@ -105,8 +105,11 @@ class TransferHistory(Hook):
         return torch.stack(self.columns, 1).numpy()
 
     def state_dict(self) -> dict:
-        return {"index": self.index, "matrix": torch.from_numpy(self.matrix())}
+        current = None if self._current is None else self._current.clone()  # mid-epoch
+        return {"index": self.index, "matrix": torch.from_numpy(self.matrix()), "current": current}
 
     def load_state_dict(self, state: dict) -> None:
         self.index = state["index"]
         self.columns = list(state["matrix"].unbind(1)) if state["matrix"].numel() else []
+        current = state.get("current")
+        self._current = None if current is None else current.clone()

@@ -7,6 +7,9 @@ the parser is built. The first docstring line of ``run`` is the subcommand's hel
 Example:
     $ samplewise study coreset --config configs/study-coreset-digits.yaml --out runs/study
     $ samplewise study coreset --config study.yaml --out runs/study --cells 3/8   # SLURM array
+
+Any number of workers running the same command share the cells: each claims the next
+unfinished cell that no other process holds (the cell directory's lock).
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="study directory (cells/, results.*, plots)")
     p.add_argument("--cells", metavar="i/n", help="run only the i-th of n shares of the cells "
                    "(1-based, round-robin over the sorted cell ids; for SLURM job arrays); a "
-                   "rerun without it runs what is left and merges every finished cell")
+                   "rerun without it runs what is left and merges every finished cell. Workers "
+                   "running the same command share its cells (each claims the next free "
+                   "unfinished one)")
     p.add_argument("--device", help="override the config's device")
     p.add_argument("--report", action="store_true",
                    help="run nothing: write the tables and plots of the cells finished so far "

@@ -145,8 +145,13 @@ class InMemoryLoader:
         return order[mine], dy[mine], dx[mine], flip[mine]
 
     def __iter__(self) -> Iterator[Batch]:
+        return self.batches()
+
+    def batches(self, start: int = 0) -> Iterator[Batch]:
+        """This epoch's batches from batch ``start`` on: the same batches as a full iteration
+        from that point (the plan is drawn for the whole epoch), for a run resumed mid-epoch."""
         order, dy, dx, flip = (t.to(self.device) for t in self._epoch_plan())
-        for b in range(len(self)):
+        for b in range(int(start), len(self)):
             sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
             pos = order[sl]
             x = self.x[pos]

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from .. import runlock
 from ..errors import SamplewiseError
 from .report import _json_text, _write_if_changed, write_outputs
 from .results import assemble
@@ -52,9 +53,15 @@ def run_demo(out_dir, *, dataset: str = "digits", quick: bool = False, resume: b
     if out.exists() and not out.is_dir():
         raise SamplewiseError(f"--out {out} exists and is not a directory")
     _check_dataset(s, data_root)
+    with runlock.hold(out):  # one demo per directory; each stage also locks its own run dir
+        return _run_stages(s, out, resume=resume, device=device, data_root=data_root,
+                           progress=progress, verbose=verbose)
+
+
+def _run_stages(s: DemoSettings, out: Path, *, resume: bool, device: Optional[str],
+                data_root: Optional[str], progress: bool, verbose: bool) -> dict:
     _check_settings(out, s, resume)
     stages = plan(s, out.resolve(), data_root=data_root, device=device)
-    out.mkdir(parents=True, exist_ok=True)
     _write_if_changed(out / SETTINGS_FILE, _json_text({"format": FORMAT, "settings": s.to_dict()}))
 
     from tqdm.auto import tqdm

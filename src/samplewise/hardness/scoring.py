@@ -32,7 +32,7 @@ from ..errors import SamplewiseError
 from ..models import load_model
 from ..objectives import resolve_recipe
 from ..runinfo import __version__
-from ..runs import load_bundle, prepare_out_dir, run_training
+from ..runs import holds_out_dir, load_bundle, prepare_out_dir, run_training
 from ..train import CHECKPOINT, Hook, load_hook_states
 from .scorefile import FORMAT, SCORE_NAMES, ScoreTable
 from .trackers import (EvalPassTracker, OnlineAIGNTracker, PNorm, TrainingDynamicsTracker,
@@ -80,6 +80,7 @@ def scoring_config(cfg: TrainConfig) -> TrainConfig:
     return resolve_recipe(cfg)
 
 
+@holds_out_dir
 def score(cfg: TrainConfig, out_dir: str | Path, *, mode: str = "checkpoint", p: PNorm = 2,
           track_every: int = 1, early_epochs: int | None = None, window: tuple | None = None,
           batch_size: int = 512, resume: bool = False, overwrite: bool = False,

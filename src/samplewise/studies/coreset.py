@@ -235,9 +235,10 @@ def run_coreset_study(config, out_dir, cells=None, *, device: Optional[str] = No
     scoring = {"dir": str(out / "scoring"), "fingerprint": table.meta.get("fingerprint"),
                "model": table.meta.get("model"), "epochs": table.meta.get("epochs"),
                "mode": table.meta.get("mode"), "p": table.meta.get("p")}
-    record = tables.write_results(cfg, all_cells, out, title=TITLE,
-                                extra={"scoring": scoring, "budget": cfg.base.budget})
-    plots = coreset_plots(record["summary"], out, cfg.eval) if record["rows"] else []
+    with grid.file_lock(out / "locks" / "results.lock", wait=True):  # the last writer sees all
+        record = tables.write_results(cfg, all_cells, out, title=TITLE,
+                                    extra={"scoring": scoring, "budget": cfg.base.budget})
+        plots = coreset_plots(record["summary"], out, cfg.eval) if record["rows"] else []
     return {"cells_total": record["cells_total"], "cells_finished": record["cells_finished"],
             "missing": record["missing"], "ran": ran,
             "failed": sorted(k for k, v in ran.items() if v.startswith("failed")),

@@ -13,7 +13,8 @@ Unknown keys anywhere are a :class:`SamplewiseError`. The grid expands to cells 
 the axes, times the seeds) with stable string ids such as ``easycore-f0.3-trades-s1``. Each cell
 is one run directory ``OUT/cells/<id>/`` written by :func:`samplewise.runs.run_training`; a
 finished cell is skipped and a killed cell resumes from its checkpoint, so a study can be rerun
-(or split over a SLURM job array with ``share=(i, n)``) at no cost. After training, a cell's
+(or split over a SLURM job array with ``share=(i, n)``) at no cost, and any number of workers
+running the same command share the cells (:func:`run_cells` claims each cell by its lock). After training, a cell's
 PGD accuracy is read from its ``result.json`` (the cell's ``eval_n``/``eval_steps`` are set from
 the ``eval`` section), AutoAttack, when asked for, is cached in ``autoattack.json``, and the PGD
 accuracy at every radius of ``eval.eps_ladder`` in ``ladder.json`` (one entry per radius, so a
@@ -50,7 +51,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import yaml
 
-from .. import io
+from .. import io, preemption, runlock
 from ..config import TrainConfig, build, read_yaml, to_dict, validate_train, with_recipe
 from ..errors import SamplewiseError
 
@@ -542,15 +543,49 @@ def ladder_cell(cell: Cell, path: Path, ev: EvalSpec, *, device: Optional[str] =
     return todo
 
 
+def needs_work(cell: Cell, path: Path, ev: EvalSpec) -> bool:
+    """Whether the cell is unfinished (training, its AutoAttack when asked for, or a radius of
+    its ``eps_ladder``)."""
+    if not is_finished(path) or (ev.wants_autoattack(cell.params["seed"])
+                                 and not (path / AUTOATTACK_FILE).is_file()):
+        return True
+    done = read_ladder(path, ev)
+    return any(str(r) not in done for _, r in ev.ladder())
+
+
+def claim_next(cells: Sequence[Cell], out_dir, ev: EvalSpec, skip=()):
+    """The first cell (in the given order) that needs work, is not in ``skip`` and whose
+    directory lock (:func:`samplewise.runlock.try_hold`) no process holds: ``(cell, lock)``
+    with the lock taken (enter it to release it at the end), or None."""
+    for cell in cells:
+        path = cell_dir(out_dir, cell)
+        if cell.id in skip or not needs_work(cell, path, ev):
+            continue
+        lock = runlock.try_hold(path)
+        if lock is None:
+            continue
+        if needs_work(cell, path, ev):  # still: it may have finished between look and lock
+            return cell, lock
+        with lock:
+            pass
+    return None
+
+
 def run_cells(cells: Sequence[Cell], out_dir, ev: EvalSpec, *, share=None,
               device: Optional[str] = None) -> dict[str, str]:
-    """Run this share's cells (all when ``share`` is None) in id order; returns id -> status.
+    """Run this share's cells (all when ``share`` is None); returns id -> status.
 
-    A cell directory run with other settings (the config changed) is refused up front. A cell
-    held by another process (its lock file is taken) is skipped, so an array job and a
-    rerun never train the same cell twice at once. A cell that fails with a
-    :class:`SamplewiseError` (e.g. a diverged loss) is logged and reported as ``failed: ...``;
-    the other cells still run.
+    Any number of processes may run this at once on one study directory (on one machine, or
+    on many sharing its filesystem): each repeatedly claims the first unfinished cell, in id
+    order, whose directory lock no process holds (:func:`claim_next`), runs it holding that
+    lock, and looks again, until no unfinished cell is free. So no cell runs twice at once, a
+    cell whose worker died (its lock died with it) is claimed by the next worker that looks,
+    and a cell held by a live worker is left to it (status ``running elsewhere``). A cell
+    directory run with other settings (the config changed) is refused up front. A cell that
+    fails with a :class:`SamplewiseError` (e.g. a diverged loss) is logged and reported as
+    ``failed: ...``; this worker does not try it again, the other cells still run. SIGTERM or
+    SIGINT between cells stops the worker before it claims another (:mod:`samplewise.preemption`;
+    within a cell's training, the training checkpoints and stops).
     """
     from tqdm.auto import tqdm
 
@@ -561,18 +596,32 @@ def run_cells(cells: Sequence[Cell], out_dir, ev: EvalSpec, *, share=None,
         read_ladder(cell_dir(out_dir, cell), ev)
     log.info("%d of %d cells to run%s", len(todo), len(cells),
              "" if share is None else " (share %d/%d)" % parse_share(share))
-    status: dict[str, str] = {}
-    bar = tqdm(todo, desc="cells", unit="cell", dynamic_ncols=True, disable=None)
-    for k, cell in enumerate(bar, 1):
-        bar.set_postfix_str(cell.id)
-        t0 = time.perf_counter()
-        with file_lock(Path(out_dir) / "locks" / f"{cell.id}.lock", wait=False) as mine:
-            try:
-                status[cell.id] = run_cell(cell, cell_dir(out_dir, cell), ev, device=device) \
-                    if mine else "running elsewhere"
-            except SamplewiseError as exc:
-                status[cell.id] = f"failed: {exc}"
-                log.error("cell %s failed: %s", cell.id, exc)
-        log.info("cell %d/%d %s %s in %.1fs", k, len(todo), cell.id, status[cell.id],
-                 time.perf_counter() - t0)
-    return status
+    status: dict[str, str] = {c.id: "already finished" for c in todo
+                              if not needs_work(c, cell_dir(out_dir, c), ev)}
+    bar = tqdm(total=len(todo), initial=len(status), desc="cells", unit="cell",
+               dynamic_ncols=True, disable=None)
+    with preemption.graceful_stop(), bar:
+        while not preemption.requested() and \
+                (claim := claim_next(todo, out_dir, ev, skip=status)) is not None:
+            cell, lock = claim
+            bar.set_postfix_str(cell.id)
+            t0 = time.perf_counter()
+            with lock:
+                try:
+                    status[cell.id] = run_cell(cell, cell_dir(out_dir, cell), ev, device=device)
+                except SamplewiseError as exc:
+                    status[cell.id] = f"failed: {exc}"
+                    log.error("cell %s failed: %s", cell.id, exc)
+            bar.update(1)
+            log.info("cell %d/%d %s %s in %.1fs", len(status), len(todo), cell.id,
+                     status[cell.id], time.perf_counter() - t0)
+        if preemption.requested():
+            signum = preemption.requested()
+            raise preemption.Preempted(signum, f"stopped by {preemption.signal_name(signum)} "
+                                       f"between cells ({len(status)} of {len(todo)} done or "
+                                       "taken)")
+    for cell in todo:
+        status.setdefault(cell.id, "already finished"
+                          if not needs_work(cell, cell_dir(out_dir, cell), ev)
+                          else "running elsewhere")
+    return {c.id: status[c.id] for c in todo}

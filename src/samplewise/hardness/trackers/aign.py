@@ -178,6 +178,8 @@ class OnlineAIGNTracker(_Tracker):
             self._sum = torch.zeros(n, device=x.device)
             self._count = torch.zeros(n, device=x.device)
             self._epoch = epoch
+        elif self._sum.device != x.device:  # restored from a mid-epoch checkpoint
+            self._sum, self._count = self._sum.to(x.device), self._count.to(x.device)
         rows = self.rows(idx)
         # x.grad = ∇ₓ (1/B) Σ CE, so B · x.grad[i] = ∇ₓᵢ CE(f(xᵢ), yᵢ)
         norms = grad_norm(x.grad.detach() * len(y), self.p)
@@ -212,10 +214,17 @@ class OnlineAIGNTracker(_Tracker):
         n = 0 if self.index is None else len(self.index)
         return {"kind": self.kind, "p": self.p, "track_every": self.track_every,
                 "index": self.index, "tracked": list(self.tracked),
-                "aign": self._matrix(self.cols, n)}
+                "aign": self._matrix(self.cols, n),
+                # the sums of an epoch in progress (a run preempted mid-epoch), else None
+                "partial": None if self._epoch is None else
+                {"epoch": self._epoch, "sum": self._sum.cpu().clone(),
+                 "count": self._count.cpu().clone()}}
 
     def load_state_dict(self, state: dict) -> None:
         self._check_state(state, p=self.p, track_every=self.track_every)
         self.tracked = [int(e) for e in state["tracked"]]
         self.cols = [c.clone() for c in state["aign"].unbind(1)]
-        self._epoch = None
+        partial = state.get("partial")
+        self._epoch = None if partial is None else int(partial["epoch"])
+        if partial is not None:
+            self._sum, self._count = partial["sum"].clone(), partial["count"].clone()

@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ... import io
+from ... import io, runlock
 from ...errors import SamplewiseError
 from .. import grid
 from ..grid import Cell, StudyConfig
@@ -97,9 +97,11 @@ def transfer_cells(cfg: StudyConfig, cells: Sequence[Cell], out_dir, *,
         if cell.cfg.teacher is None or (path / TRANSFER_FILE).is_file() \
                 or not grid.is_finished(path):
             continue
-        with grid.file_lock(Path(out_dir) / "locks" / f"{cell.id}.lock", wait=False) as mine:
-            if mine:
-                try:
-                    cell_transfer(cfg, cell, path, device=device)
-                except SamplewiseError as exc:
-                    log.error("transfer of cell %s failed: %s", cell.id, exc)
+        lock = runlock.try_hold(path)  # the cell directory's own lock (as run_cells takes it)
+        if lock is None:
+            continue
+        with lock:
+            try:
+                cell_transfer(cfg, cell, path, device=device)
+            except SamplewiseError as exc:
+                log.error("transfer of cell %s failed: %s", cell.id, exc)

@@ -55,8 +55,9 @@ def run_distill_study(config, out_dir, cells=None, *, device: Optional[str] = No
         transfer_cells(cfg, todo, out, device=device)
         teacher_evals = {name: teacher_eval(cfg, out, name, device=device)
                          for name in cfg.grid["teacher"]}
-    record = write_distill_results(cfg, all_cells, out, teacher_evals)
-    plots = distill_plots(record["summary"], out, cfg.eval) if record["rows"] else []
+    with grid.file_lock(out / "locks" / "results.lock", wait=True):  # the last writer sees all
+        record = write_distill_results(cfg, all_cells, out, teacher_evals)
+        plots = distill_plots(record["summary"], out, cfg.eval) if record["rows"] else []
     return {"cells_total": record["cells_total"], "cells_finished": record["cells_finished"],
             "missing": record["missing"], "ran": ran,
             "failed": sorted(k for k, v in ran.items() if v.startswith("failed")),
