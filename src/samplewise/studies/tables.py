@@ -97,7 +97,7 @@ def summarize(rows: Sequence[dict], group: Sequence[str],
     return out
 
 
-def _pct(mean, std, n: int) -> str:
+def pct_cell(mean, std, n: int) -> str:
     """``mean ± std`` in %, the mean alone for a single value, ``–`` for none."""
     if mean is None:
         return "–"
@@ -134,7 +134,7 @@ def results_markdown(summary: Sequence[dict], group: Sequence[str], *, title: st
     lines += ["| " + " | ".join(heads) + " |", "|" + " --- |" * len(heads)]
     for s in summary:
         cells = [_fmt(s[g]) for g in group] + [str(s["seeds"]), str(s["n_train"]), str(s["epochs"])]
-        cells += [_pct(s[f"{m}_mean"], s[f"{m}_std"], s[f"{m}_n"]) for m in metrics]
+        cells += [pct_cell(s[f"{m}_mean"], s[f"{m}_std"], s[f"{m}_n"]) for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     if missing:
         shown = ", ".join(missing[:12]) + (", ..." if len(missing) > 12 else "")
