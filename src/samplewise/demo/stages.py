@@ -14,7 +14,7 @@ import numpy as np
 from .. import io
 from ..config import TrainConfig, validate_train
 from ..errors import SamplewiseError
-from ..train import CHECKPOINT, METRICS, Hook
+from ..train import CHECKPOINT, METRICS_FILE, Hook
 from .settings import ATLAS_DIR, METHODS, SELECTORS, STAGE_FILE, DemoSettings
 
 
@@ -92,7 +92,7 @@ def _started(run_dir: Path) -> bool:
 
 
 def _last_metric(run_dir: Path, key: str) -> Optional[float]:
-    for line in reversed(io.read_jsonl(run_dir / METRICS)):
+    for line in reversed(io.read_jsonl(run_dir / METRICS_FILE)):
         if key in line:
             return float(line[key])
     return None

@@ -26,7 +26,7 @@ finished cell), ``results.md`` (mean ± std over seeds) and ``results.json``, al
 A new study (e.g. distillation) declares a :class:`StudySpec` (its axes and sections), reads
 its config with :func:`load_study`, turns each :func:`expand` entry into ``(params,
 TrainConfig)`` pairs, and calls :func:`make_cells`, :func:`run_cells` and
-:func:`~samplewise.studies.tables.write_results`; see :mod:`samplewise.studies.coreset`.
+:func:`~samplewise.studies.tables.write_results`; see :mod:`samplewise.studies.coreset_study`.
 
 Example:
     >>> spec = StudySpec("toy", axes=(Axis("objectives", "objective", str),))

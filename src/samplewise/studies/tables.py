@@ -26,7 +26,7 @@ from .grid import (AUTOATTACK_FILE, Cell, EvalSpec, StudyConfig, cell_dir, radiu
                    read_ladder)
 
 RESULTS = ("results.csv", "results.md", "results.json")
-METRICS = ("clean_acc", "pgd_acc", "autoattack_acc")
+METRIC_COLUMNS = ("clean_acc", "pgd_acc", "autoattack_acc")
 
 
 def ladder_metric(label: str) -> str:
@@ -79,7 +79,7 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def summarize(rows: Sequence[dict], group: Sequence[str],
-              metrics: Sequence[str] = METRICS) -> list[dict]:
+              metrics: Sequence[str] = METRIC_COLUMNS) -> list[dict]:
     """Rows grouped over seeds by the ``group`` columns (first-seen order): for each metric its
     ``<m>_mean``, ``<m>_std`` and ``<m>_n`` (the number of seeds with a value), plus ``seeds``."""
     groups: dict[tuple, list[dict]] = {}
@@ -175,7 +175,7 @@ def write_results(cfg: StudyConfig, cells: Sequence[Cell], out_dir, *, title: st
     columns = ["cell", *group, "seed", "clean_acc", "pgd_acc", *ladder,
                *(["autoattack_acc"] if autoattack else []),
                "n_train", "epochs", "budget", "seconds"]
-    summary = summarize(rows, group, (*METRICS, *ladder))
+    summary = summarize(rows, group, (*METRIC_COLUMNS, *ladder))
     eps = cfg.base.eps
     if rows and eps is None:
         first = next(c for c in cells if c.id == rows[0]["cell"])

@@ -21,7 +21,7 @@ TEACHER_EVAL = "eval.json"
 TRANSFER_FILE = "transfer.json"
 TRANSFER_STEPS = 10
 RESERVED = ("seed", "eval_n", "eval_steps", "objective", "teacher")
-METRICS = ("clean_acc", "pgd_acc", "autoattack_acc", "tas_train", "tas_test")
+DISTILL_COLUMNS = ("clean_acc", "pgd_acc", "autoattack_acc", "tas_train", "tas_test")
 
 
 @dataclass(frozen=True)

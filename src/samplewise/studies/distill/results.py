@@ -12,7 +12,7 @@ from ... import io
 from .. import grid, tables
 from ..grid import Cell, EvalSpec, StudyConfig
 from .cells import training_tas
-from .config import METRICS, NONE, TITLE, TRANSFER_FILE, TRANSFER_STEPS
+from .config import DISTILL_COLUMNS, NONE, TITLE, TRANSFER_FILE, TRANSFER_STEPS
 from .teachers import attack_settings, teacher_path
 
 
@@ -94,7 +94,7 @@ def write_distill_results(cfg: StudyConfig, cells: Sequence[Cell], out_dir,
     columns = ["cell", "teacher", "teacher_clean", "teacher_pgd", *(["teacher_aa"] if aa else []),
                "method", "seed", "clean_acc", "pgd_acc", *(["autoattack_acc"] if aa else []),
                "tas_train", "tas_test", "tas_test_given_fooled", "n_train", "epochs", "seconds"]
-    summary = tables.summarize(rows, ["teacher", "method"], METRICS)
+    summary = tables.summarize(rows, ["teacher", "method"], DISTILL_COLUMNS)
     for s in summary:
         te = teacher_evals.get(s["teacher"]) or {}
         s.update({"teacher_clean": te.get("clean_acc"), "teacher_pgd": te.get("pgd_acc"),
