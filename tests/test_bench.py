@@ -8,6 +8,7 @@ import math
 import pytest
 
 from samplewise import bench
+from samplewise.bench import core, runner
 from samplewise.commands import bench as bench_cmd
 from samplewise.errors import SamplewiseError
 
@@ -52,7 +53,7 @@ def test_quick_bench_writes_the_promised_json(tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     data = json.loads(out.read_text())
-    assert data["format"] == bench.FORMAT
+    assert data["format"] == core.FORMAT
     assert data["items"] == list(bench.ITEMS)
     for key in ("torch", "torch_threads", "cpu_count", "python", "torchattacks"):
         assert key in data["machine"]
@@ -111,10 +112,10 @@ def test_growth_plot_is_written(tmp_path):
 
 
 def test_items_and_settings_are_checked():
-    assert bench.parse_items("selection, pgd") == ["pgd", "selection"]
-    assert bench.parse_items("none") == [] and bench.parse_items(None) == list(bench.ITEMS)
+    assert runner.parse_items("selection, pgd") == ["pgd", "selection"]
+    assert runner.parse_items("none") == [] and runner.parse_items(None) == list(bench.ITEMS)
     with pytest.raises(SamplewiseError, match="unknown bench item"):
-        bench.parse_items("pgd,warp")
+        runner.parse_items("pgd,warp")
     with pytest.raises(SamplewiseError, match="unknown bench setting"):
         bench.make_plan(colour="red")
     with pytest.raises(SamplewiseError, match="threads"):
@@ -122,12 +123,12 @@ def test_items_and_settings_are_checked():
 
 
 def test_row_status_follows_its_target():
-    row = bench.Row("r", 2.0, 1.0, 2.0, "s", "m", (">=", 1.5))
+    row = core.Row("r", 2.0, 1.0, 2.0, "s", "m", (">=", 1.5))
     assert row.status() == "pass" and row.to_dict()["target"] == ">= 1.5"
-    assert bench.Row("r", 1.0, 1.0, 1.2, "s", "m", ("<=", 1.05)).status() == "fail"
-    assert bench.Row("r", 0.4, None, None, "s", "m", ("<=", 1.0), absolute=True).status() == "pass"
-    assert bench.Row("r", 1.0, 1.0, 1.0, "s", "m", None).status() == "report"
-    assert bench.Row("r", None, None, None, "s", "m", (">=", 1.0), skipped=True).status() == "skipped"
+    assert core.Row("r", 1.0, 1.0, 1.2, "s", "m", ("<=", 1.05)).status() == "fail"
+    assert core.Row("r", 0.4, None, None, "s", "m", ("<=", 1.0), absolute=True).status() == "pass"
+    assert core.Row("r", 1.0, 1.0, 1.0, "s", "m", None).status() == "report"
+    assert core.Row("r", None, None, None, "s", "m", (">=", 1.0), skipped=True).status() == "skipped"
 
 
 def test_a_missing_device_is_one_clear_error():

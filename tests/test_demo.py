@@ -11,7 +11,9 @@ import torch
 from samplewise import io
 from samplewise.cli import main
 from samplewise.data import load_dataset
-from samplewise.demo import (METHODS, PLOTS, SELECTORS, demo_settings, reading, run_demo)
+from samplewise.demo import demo_settings, run_demo
+from samplewise.demo.report import reading
+from samplewise.demo.settings import DEMO_METHODS, DEMO_SELECTORS, PLOTS
 from samplewise.errors import SamplewiseError
 from samplewise.evaluate import eval_slice, evaluate
 from samplewise.models import load_model
@@ -49,7 +51,8 @@ def test_report_has_both_tables_and_every_method(demo):
     text = (out / "report.md").read_text()
     assert "| training data (pgd-at, mlp) | samples | clean acc | PGD-2 acc |" in text
     assert "| model | training | clean acc | PGD-2 acc | TAS (last epoch) |" in text
-    for name in (*SELECTORS, *METHODS, "full training set", "teacher", "pgd-at, no teacher"):
+    for name in (*DEMO_SELECTORS, *DEMO_METHODS, "full training set", "teacher",
+                 "pgd-at, no teacher"):
         assert name in text
     for png in PLOTS.values():
         assert f"]({png})" in text
@@ -64,8 +67,8 @@ def test_results_json_structure(demo):
     assert r["format"] == "samplewise.demo/1" and r["dataset"] == "digits" and r["quick"] is True
     assert r["eval"]["attack"] == "pgd" and r["eval"]["eps"] == pytest.approx(0.2)
     assert r["eval"]["n"] == 50 and r["eval"]["steps"] == 2
-    assert list(r["coreset"]["methods"]) == ["full", *SELECTORS]
-    assert list(r["distillation"]["methods"]) == list(METHODS)
+    assert list(r["coreset"]["methods"]) == ["full", *DEMO_SELECTORS]
+    assert list(r["distillation"]["methods"]) == list(DEMO_METHODS)
     rows = [*r["coreset"]["methods"].values(), r["coreset"]["reference_standard"],
             *r["distillation"]["methods"].values(), r["distillation"]["teacher"],
             r["distillation"]["student_alone"]]
@@ -79,7 +82,7 @@ def test_results_json_structure(demo):
     for m, row in r["distillation"]["methods"].items():
         assert row["objective"] == m and row["tas"] == pytest.approx(_last_tas(out / row["run"]))
     n = r["coreset"]["methods"]["full"]["n_train"]
-    for name in SELECTORS:
+    for name in DEMO_SELECTORS:
         assert r["coreset"]["methods"][name]["n_train"] == (n + 1) // 2
         assert sum(r["coreset"]["methods"][name]["class_histogram"].values()) == (n + 1) // 2
     assert set(r["reading"]) == {"coreset", "distillation", "does_not"}
@@ -173,7 +176,7 @@ def test_reading_follows_the_numbers(demo):
     r["coreset"]["reference_standard"]["robust_acc"] = 0.55
     assert "did not clearly raise robustness" in reading(r)["coreset"]
     d = r["distillation"]["methods"]
-    for k, (rob, tas) in zip(METHODS, [(0.40, 0.9), (0.42, 0.5), (0.47, 0.2)]):
+    for k, (rob, tas) in zip(DEMO_METHODS, [(0.40, 0.9), (0.42, 0.5), (0.47, 0.2)]):
         d[k].update(robust_acc=rob, tas=tas)
     text = reading(r)["distillation"]
     assert "most robust distilled student was saad" in text
@@ -181,7 +184,7 @@ def test_reading_follows_the_numbers(demo):
     assert "SAAD was 5.0 points above the best baseline (rslad)" in text
     d["saad"]["tas"] = 0.95
     assert "the highest-TAS method was the most robust" in reading(r)["distillation"]
-    for k, rob in zip(METHODS, (0.45, 0.45, 0.46)):
+    for k, rob in zip(DEMO_METHODS, (0.45, 0.45, 0.46)):
         d[k]["robust_acc"] = rob
     text = reading(r)["distillation"]
     assert "all lay within 1.0 points" in text and "highest-TAS method" not in text

@@ -20,7 +20,7 @@ from samplewise.errors import SamplewiseError
 from samplewise.models import create_model
 from samplewise.objectives import StepContext, build_objective
 from samplewise.passes import count_passes
-from samplewise.studies.coreset import load_coreset_config
+from samplewise.studies.coreset_study import load_coreset_config
 from samplewise.train import Hook, fit
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))

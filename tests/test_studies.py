@@ -20,7 +20,7 @@ from samplewise.commands import study as study_cmd
 from samplewise.config import to_dict
 from samplewise.errors import SamplewiseError
 from samplewise.studies import grid, tables
-from samplewise.studies.coreset import coreset_cells, load_coreset_config, run_coreset_study
+from samplewise.studies.coreset_study import coreset_cells, load_coreset_config, run_coreset_study
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS_CONFIG = ROOT / "configs" / "study-coreset-digits.yaml"

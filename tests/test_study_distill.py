@@ -17,7 +17,9 @@ from samplewise.config import TrainConfig
 from samplewise.errors import SamplewiseError
 from samplewise.runs import run_training
 from samplewise.studies import distill, grid
-from samplewise.studies.coreset import load_coreset_config
+from samplewise.studies.distill.cells import distill_cells
+from samplewise.studies.distill.teachers import ensure_teacher
+from samplewise.studies.coreset_study import load_coreset_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "configs" / "study-distill-digits.yaml"
@@ -142,7 +144,7 @@ def test_shipped_study_configs_parse(path):
     cfg = LOADERS[study](path)
     assert cfg.study == study and cfg.seeds
     if study == "distill":
-        cells = distill.distill_cells(cfg, "/tmp/nowhere")
+        cells = distill_cells(cfg, "/tmp/nowhere")
         assert len({c.id for c in cells}) == len(cells) > 0
 
 
@@ -176,9 +178,9 @@ def test_a_worker_skips_a_teacher_another_worker_is_training(tmp_path, given_tea
     out = tmp_path / "study"
     with grid.file_lock(out / "locks" / f"teacher-{name}.lock", wait=True) as mine:
         assert mine
-        assert distill.ensure_teacher(cfg, out, name, wait=False) is None
+        assert ensure_teacher(cfg, out, name, wait=False) is None
         assert not (out / "teachers" / name).exists()  # nothing trained, nothing written
-    path = distill.ensure_teacher(cfg, out, name, wait=False)  # free now: trained here
+    path = ensure_teacher(cfg, out, name, wait=False)  # free now: trained here
     assert path is not None and grid.is_finished(out / "teachers" / name)
 
 
@@ -186,7 +188,7 @@ def test_method_settings_give_a_method_its_own_recipe(tmp_path, given_teacher):
     cfg = raw(given_teacher)
     cfg["method_settings"] = {"rslad": {"swa_start": 0.5, "objective_args": {"adv_weight": 0.5}}}
     parsed = distill.load_distill_config(cfg)
-    cells = {c.id: c.cfg for c in distill.distill_cells(parsed, tmp_path)}
+    cells = {c.id: c.cfg for c in distill_cells(parsed, tmp_path)}
     assert cells["given-rslad-s0"].swa_start == 0.5
     assert cells["given-rslad-s0"].objective_args == {"adv_weight": 0.5}
     assert cells["given-ard-s0"].swa_start is None and cells["given-ard-s0"].objective_args == {}

@@ -20,7 +20,7 @@ from samplewise.evaluate import eval_slice, evaluate, predict
 from samplewise.models import load_model
 from samplewise.runinfo import derived_generator
 from samplewise.studies import grid
-from samplewise.studies.coreset import load_coreset_config, run_coreset_study
+from samplewise.studies.coreset_study import load_coreset_config, run_coreset_study
 
 LADDER = [0.05, 0.1, 0.2]
 N, STEPS = 120, 5

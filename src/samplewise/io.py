@@ -73,8 +73,25 @@ def write_text(path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+def json_text(obj: Any) -> str:
+    """``obj`` as the indented JSON text :func:`write_json` writes (numpy, tensors and paths
+    converted)."""
+    return json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
+
+
 def write_json(path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    write_text(path, json_text(obj))
+
+
+def write_if_changed(path, data: str | bytes) -> bool:
+    """Atomic write unless ``path`` already holds exactly ``data`` (so a rerun keeps mtimes);
+    returns whether it wrote."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    path = Path(path)
+    if path.is_file() and path.read_bytes() == raw:
+        return False
+    write_bytes(path, raw)
+    return True
 
 
 def _json_default(obj):

@@ -36,7 +36,7 @@ from .runinfo import derived_generator, rng_state, seed_everything, set_rng_stat
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.jsonl"
+METRICS_FILE = "metrics.jsonl"
 
 
 class Hook:
@@ -157,7 +157,7 @@ def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainCo
         start, metrics, partial = _restore(run_dir, model, opt, sched, objective, hooks, swa,
                                            write=rank == 0, steps=len(loader))
     elif out_dir is not None:
-        (out_dir / METRICS).unlink(missing_ok=True)
+        (out_dir / METRICS_FILE).unlink(missing_ok=True)
 
     input_grad = any(h.needs_input_grad for h in hooks)
     autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
@@ -235,7 +235,7 @@ def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainCo
         log.info("epoch %d/%d %s", epoch + 1, cfg.epochs,
                  " ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float)))
         if out_dir is not None:
-            io.append_jsonl(out_dir / METRICS, record)
+            io.append_jsonl(out_dir / METRICS_FILE, record)
             _save_checkpoint(out_dir, model, opt, sched, objective, hooks, swa, epoch + 1)
             if stoppable and preemption.requested() and epoch + 1 < cfg.epochs:
                 raise _stopped(out_dir, f"after epoch {epoch + 1}")
@@ -394,9 +394,9 @@ def _restore(out_dir, model, opt, sched, objective, hooks, swa, write: bool = Tr
         raise SamplewiseError(f"{path} stopped at step {partial['step']} of an epoch of "
                               f"{partial['steps']} steps, but this run has {steps} steps per "
                               "epoch; resume with the run's own settings")
-    metrics = [m for m in io.read_jsonl(Path(out_dir) / METRICS) if m.get("epoch", 0) <= epoch]
+    metrics = [m for m in io.read_jsonl(Path(out_dir) / METRICS_FILE) if m.get("epoch", 0) <= epoch]
     if write:  # drop lines of an epoch whose checkpoint never landed
-        io.write_text(Path(out_dir) / METRICS, "".join(_jsonl(m) for m in metrics))
+        io.write_text(Path(out_dir) / METRICS_FILE, "".join(_jsonl(m) for m in metrics))
     log.info("resumed from %s at epoch %d%s", path, epoch,
              f", step {partial['step']}" if partial is not None else "")
     return epoch, metrics, partial

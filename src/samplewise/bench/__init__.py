@@ -29,22 +29,10 @@ Example:
 
 from __future__ import annotations
 
-from .core import (FORMAT, ITEMS, INSTALL_HINT, NO_TORCHATTACKS, IDEAL_PASSES, SCORE_SELECTORS,
-                   BenchPlan, make_plan, Row, interleaved, paired_ratio, machine_facts)
-from .epochs import bench_pgd, bench_epoch, plain_pgd, reference_epoch, reference_loader
-from .training import (pass_times, ideal_batch_seconds, epoch_pass_times, ideal_epoch_seconds,
-                       bench_efficiency, bench_aign, DISTILL_METHODS, bench_saad)
-from .selection import synthetic_table, bench_selection
-from .fastpaths import bench_fastpaths
-from .runner import (parse_items, run_bench, measure_growth, plot_growth, format_table,
-                     format_growth)
+from .core import ITEMS, make_plan
+from .runner import format_growth, format_table, measure_growth, plot_growth, run_bench
 
-__all__ = [
-    'FORMAT', 'ITEMS', 'INSTALL_HINT', 'NO_TORCHATTACKS', 'IDEAL_PASSES', 'SCORE_SELECTORS',
-    'BenchPlan', 'make_plan', 'Row', 'interleaved', 'paired_ratio', 'machine_facts',
-    'bench_pgd', 'reference_loader', 'plain_pgd', 'reference_epoch', 'bench_epoch',
-    'pass_times', 'ideal_batch_seconds', 'epoch_pass_times', 'ideal_epoch_seconds',
-    'bench_efficiency', 'bench_aign', 'DISTILL_METHODS', 'bench_saad', 'synthetic_table',
-    'bench_selection', 'bench_fastpaths', 'parse_items', 'run_bench', 'measure_growth',
-    'plot_growth', 'format_table', 'format_growth'
-]
+# The item functions, the timing helpers (``interleaved``, ``paired_ratio``) and ``Row`` are
+# imported from their modules (``samplewise.bench.core``, ``.epochs``, ``.training``, ...).
+__all__ = ["ITEMS", "format_growth", "format_table", "make_plan", "measure_growth", "plot_growth",
+           "run_bench"]

@@ -185,7 +185,8 @@ def speedup_row(name: str, ours: Sequence[float], ref: Sequence[float], unit: st
                measure, target, notes)
 
 
-def _median_time(fn: Callable[[], Any], n: int, device: torch.device) -> float:
+def median_seconds(fn: Callable[[], Any], n: int, device: torch.device) -> float:
+    """Median seconds of ``n`` calls of ``fn`` (synchronised on CUDA)."""
     return statistics.median(interleaved({"f": fn}, n, device)["f"])
 
 
@@ -209,7 +210,7 @@ def machine_facts() -> dict:
         facts["torchvision"] = torchvision.__version__
     except ImportError:
         facts["torchvision"] = None
-    ta = _torchattacks()
+    ta = import_torchattacks()
     if ta is not None:
         facts["torchattacks"] = getattr(ta, "__version__", "unknown")
     if hasattr(os, "getloadavg"):
@@ -217,7 +218,9 @@ def machine_facts() -> dict:
     return facts
 
 
-def _torchattacks():
+def import_torchattacks():
+    """The ``torchattacks`` module, or None when it is not installed (the reference rows then
+    fall back or say how to get it)."""
     try:
         import torchattacks
     except ImportError:
@@ -226,8 +229,11 @@ def _torchattacks():
 
 
 # ---------------------------------------------------------------------------- shared pieces
-class _Context:
-    """What the items share: the plan, the device, a dataset cache and fallback notes."""
+class BenchContext:
+    """What the items share: the plan, the device, a dataset cache and fallback notes.
+
+    Every item function takes one as its first argument; :func:`~samplewise.bench.runner.run_bench`
+    builds it once per run."""
 
     def __init__(self, plan: BenchPlan, device: str | torch.device):
         self.plan, self.device = plan, torch.device(device)
@@ -282,24 +288,28 @@ def _sized(name: str, size: int | None) -> DataBundle:
     return load_dataset(name, train_size=int(size))
 
 
-def _objective(name: str, bundle: DataBundle, steps: int, **kw):
+def card_objective(name: str, bundle: DataBundle, steps: int, **kw):
+    """The objective ``name`` at the dataset card's ε and α with ``steps`` attack steps."""
     card = bundle.card
     return build_objective(name, eps=card.eps, alpha=card.alpha, steps=steps, **kw)
 
 
-def _fit_epoch(ctx: _Context, bundle: DataBundle, model: nn.Module, objective: str, steps: int,
-               hooks: Sequence[Hook] = (), epochs: int = 1, **obj_kw) -> float:
+def fit_epoch_seconds(ctx: BenchContext, bundle: DataBundle, model: nn.Module, objective: str,
+                      steps: int, hooks: Sequence[Hook] = (), epochs: int = 1, **obj_kw) -> float:
     """Train; return the mean loop seconds per epoch as fit records them (no monitor, no hooks'
     end-of-epoch work)."""
-    res = fit(model, bundle, _objective(objective, bundle, steps, **obj_kw),
+    res = fit(model, bundle, card_objective(objective, bundle, steps, **obj_kw),
               ctx.cfg(bundle, objective, epochs, steps), hooks=list(hooks), device=ctx.device)
     return sum(m["seconds"] for m in res.metrics) / len(res.metrics)
 
 
-def _batch(bundle: DataBundle, n: int, device: torch.device, split: str = "test"):
+def first_batch(bundle: DataBundle, n: int, device: torch.device, split: str = "test"):
+    """The first ``n`` samples of ``split`` as float inputs in [0, 1] and labels, on ``device``."""
     s = getattr(bundle, split)
     n = min(n, len(s))
     return s.x[:n].to(device).float().div_(255.0), s.y[:n].to(device)
 
-def _join(*parts: str) -> str:
+
+def join_notes(*parts: str) -> str:
+    """The non-empty notes joined by ``"; "``."""
     return "; ".join(s for s in parts if s)

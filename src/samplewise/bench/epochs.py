@@ -14,12 +14,12 @@ from ..attacks import pgd
 from ..data import DataBundle
 from ..models import set_fast_input_grad
 from ..train import fit
-from .core import (NO_TORCHATTACKS, Row, _Context, _batch, _objective, _torchattacks, interleaved,
-                   paired_ratio, speedup_row, _join)
+from .core import (NO_TORCHATTACKS, BenchContext, Row, card_objective, first_batch,
+                   import_torchattacks, interleaved, join_notes, paired_ratio, speedup_row)
 
 
 # ---------------------------------------------------------------------------- 1. PGD throughput
-def bench_pgd(ctx: _Context) -> list[Row]:
+def bench_pgd(ctx: BenchContext) -> list[Row]:
     """PGD-k samples per second: :func:`samplewise.attacks.pgd` vs ``torchattacks.PGD``.
 
     Row 1 gives both the model as :func:`create_model` builds it (NCHW); our ``pgd`` runs it in
@@ -29,8 +29,8 @@ def bench_pgd(ctx: _Context) -> list[Row]:
     p = ctx.plan
     bundle, note = ctx.data(p.pgd_dataset, None)
     card = bundle.card
-    x, y = _batch(bundle, p.pgd_batch, ctx.device)
-    ta = _torchattacks()
+    x, y = first_batch(bundle, p.pgd_batch, ctx.device)
+    ta = import_torchattacks()
     rows = []
     for name, nhwc in ((f"pgd-{p.steps} throughput", False), (f"pgd-{p.steps} same layout", True)):
         model = ctx.model(bundle)
@@ -53,11 +53,11 @@ def bench_pgd(ctx: _Context) -> list[Row]:
         target = None if nhwc else (">=", 1.0)
         if ta is None:
             rows.append(Row(name, ours_tp, None, None, "samples/s", measure, target,
-                            _join(NO_TORCHATTACKS, note), skipped=True))
+                            join_notes(NO_TORCHATTACKS, note), skipped=True))
             continue
         rows.append(Row(name, ours_tp, len(y) / statistics.median(t["ref"]),
                         paired_ratio(t["ref"], t["ours"]), "samples/s", measure, target,
-                        _join(f"median of {max(2, p.repeats)} interleaved repeats", note)))
+                        join_notes(f"median of {max(2, p.repeats)} interleaved repeats", note)))
     return rows
 
 
@@ -117,7 +117,7 @@ def reference_epoch(model: nn.Module, bundle: DataBundle, *, steps: int, batch_s
                     device: torch.device, lr: float = 0.1, seed: int = 0) -> str:
     """One PGD-AT epoch the obvious way; returns which PGD it used."""
     card = bundle.card
-    ta = _torchattacks()
+    ta = import_torchattacks()
     attack = ta.PGD(model, eps=card.eps, alpha=card.alpha, steps=steps, random_start=True) \
         if ta is not None else None
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
@@ -133,7 +133,7 @@ def reference_epoch(model: nn.Module, bundle: DataBundle, *, steps: int, batch_s
     return "torchattacks.PGD" if attack is not None else "hand-written PGD (torchattacks absent)"
 
 
-def bench_epoch(ctx: _Context) -> list[Row]:
+def bench_epoch(ctx: BenchContext) -> list[Row]:
     """A pgd-at epoch of fit() vs DataLoader + per-sample transforms + PGD + SGD step."""
     from ..data import InMemoryLoader
     p = ctx.plan
@@ -149,7 +149,7 @@ def bench_epoch(ctx: _Context) -> list[Row]:
         return m
 
     def ours():
-        fit(fresh(), bundle, _objective("pgd-at", bundle, p.steps),
+        fit(fresh(), bundle, card_objective("pgd-at", bundle, p.steps),
             ctx.cfg(bundle, "pgd-at", 1, p.steps), device=ctx.device)
 
     def ref():
@@ -160,12 +160,12 @@ def bench_epoch(ctx: _Context) -> list[Row]:
     what = f"{bundle.card.name} {len(bundle.train)} samples, cnn-small, batch {p.batch_size}, PGD-{p.steps}"
     rows = [speedup_row("pgd-at epoch", t["ours"], t["ref"], "s/epoch",
                         f"speed-up: reference / ours seconds per epoch ({what})", (">=", 1.5),
-                        _join(f"reference: DataLoader(num_workers=0) + per-sample torchvision "
-                              f"transforms + {used['pgd']} + SGD step on the same architecture "
-                              f"with a stock nn.Conv2d stem; ours: fit() wall time with its "
-                              f"defaults (NHWC layout for conv nets on the CPU, the stem's fast "
-                              f"input gradient); median of {p.epoch_repeats} interleaved repeats",
-                              note))]
+                        join_notes(f"reference: DataLoader(num_workers=0) + per-sample "
+                                   f"torchvision transforms + {used['pgd']} + SGD step on the same "
+                                   f"architecture with a stock nn.Conv2d stem; ours: fit() wall "
+                                   f"time with its defaults (NHWC layout for conv nets on the CPU, "
+                                   f"the stem's fast input gradient); median of {p.epoch_repeats} "
+                                   f"interleaved repeats", note))]
 
     # what the 1.5x target is about: the data path alone (load + augment one epoch)
     loader = InMemoryLoader(bundle.train, batch_size=p.batch_size, augment=True, card=bundle.card,
@@ -184,7 +184,7 @@ def bench_epoch(ctx: _Context) -> list[Row]:
                             f"speed-up: DataLoader + per-sample transforms / InMemoryLoader "
                             f"({bundle.card.name} {len(bundle.train)} samples, crop+flip as the "
                             "card says)", None,
-                            _join("loading and augmentation only, no model", note)))
+                            join_notes("loading and augmentation only, no model", note)))
     return rows
 
 

@@ -10,7 +10,7 @@ import torch
 
 from ..data import DataBundle
 from ..train import fit
-from .core import Row, _Context, _objective, interleaved, speedup_row, _join
+from .core import Row, BenchContext, card_objective, interleaved, speedup_row, join_notes
 from .training import pass_times
 
 
@@ -22,7 +22,7 @@ def _bf16_hardware() -> bool | None:
         return None
 
 
-def bench_fastpaths(ctx: _Context) -> list[Row]:
+def bench_fastpaths(ctx: BenchContext) -> list[Row]:
     """The TrainConfig speed flags on this device: a pgd-at epoch in the NHWC layout
     (``channels_last``; the CPU default for conv nets) against NCHW, and with ``amp="bf16"``
     against the same epoch without it (reported, no target)."""
@@ -35,7 +35,7 @@ def bench_fastpaths(ctx: _Context) -> list[Row]:
     def run(kw: dict) -> Callable[[], float]:
         def go():
             cfg = replace(ctx.cfg(bundle, "pgd-at", 1, p.steps), **kw)
-            res = fit(ctx.model(bundle), bundle, _objective("pgd-at", bundle, p.steps), cfg,
+            res = fit(ctx.model(bundle), bundle, card_objective("pgd-at", bundle, p.steps), cfg,
                       device=ctx.device)
             secs.setdefault(tuple(sorted(kw.items())), []).append(res.metrics[0]["seconds"])
         return go
@@ -63,13 +63,13 @@ def bench_fastpaths(ctx: _Context) -> list[Row]:
         rows.append(speedup_row(f"pgd-at epoch {name}", t, base, "s/epoch",
                                 f"speed-up: {vs} / {name} seconds per epoch ({bundle.card.name} "
                                 f"{len(bundle.train)} samples, PGD-{p.steps}, {ctx.device.type})",
-                                None, _join(why, f"fit() epoch seconds, median of "
-                                            f"{p.slow_repeats}; accuracy effects not measured "
-                                            "here", note)))
+                                None, join_notes(why, f"fit() epoch seconds, median of "
+                                                 f"{p.slow_repeats}; accuracy effects not measured "
+                                                 "here", note)))
     return rows
 
 
-def _layout_row(ctx: _Context, bundle: DataBundle, note: str) -> Row:
+def _layout_row(ctx: BenchContext, bundle: DataBundle, note: str) -> Row:
     """A 1-channel batch as the crop/flip gather makes it (channel stride H*W) against the same
     values with channel stride 1, which oneDNN runs on its channels-last convolution path."""
     name, measure = "1-channel batch layout", "speed-up of a bare forward+backward: channel " \
@@ -89,12 +89,12 @@ def _layout_row(ctx: _Context, bundle: DataBundle, note: str) -> Row:
             t[key].append(pass_times(model, xx, y, ctx.device, 1)["fb"])
     return speedup_row(name, t["one"], t["hw"], "s/batch", f"{measure} ({bundle.card.name}, "
                        f"batch {len(y)}, cnn-small)", None,
-                       _join("same values, same shape; only the stride of the size-1 channel dimension "
-                             "differs (InMemoryLoader's augmented batches have H*W, its plain "
-                             "ones 1)", f"median of {reps}", note))
+                       join_notes("same values, same shape; only the stride of the size-1 channel "
+                                  "dimension differs (InMemoryLoader's augmented batches have H*W, "
+                                  "its plain ones 1)", f"median of {reps}", note))
 
 
-def _stem_row(ctx: _Context, bundle: DataBundle, note: str) -> Row:
+def _stem_row(ctx: BenchContext, bundle: DataBundle, note: str) -> Row:
     """PGD-k on one batch with :class:`~samplewise.models.StemConv2d`'s fast input gradient
     against the same model with it off (the library's transposed-convolution kernel)."""
     from ..attacks import pgd
@@ -122,6 +122,7 @@ def _stem_row(ctx: _Context, bundle: DataBundle, note: str) -> Row:
     t = interleaved(fns, reps, ctx.device)
     return speedup_row(name, t["fast"], t["plain"], "s/batch", f"{measure} ({card.name}, batch "
                        f"{len(y)}, cnn-small, {'NHWC' if fmt is torch.channels_last else 'NCHW'})",
-                       None, _join("same values; the one-channel stem's input gradient as "
-                                   "(grad @ W) then fold (on by default; the weight gradient is "
-                                   "untouched)", f"median of {reps} interleaved repeats", note))
+                       None, join_notes("same values; the one-channel stem's input gradient as "
+                                        "(grad @ W) then fold (on by default; the weight gradient "
+                                        "is untouched)", f"median of {reps} interleaved repeats",
+                                        note))

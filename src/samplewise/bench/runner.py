@@ -19,8 +19,8 @@ from .. import io
 from ..config import check_device
 from ..data import DataBundle
 from ..errors import SamplewiseError
-from .core import (FORMAT, ITEMS, BenchPlan, Row, _Context, _fit_epoch, _join, machine_facts,
-                   make_plan)
+from .core import (FORMAT, ITEMS, BenchContext, BenchPlan, Row, fit_epoch_seconds, join_notes,
+                   machine_facts, make_plan)
 from .epochs import bench_epoch, bench_pgd
 from .fastpaths import bench_fastpaths
 from .selection import bench_selection
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------- the whole bench
-BENCHES: dict[str, Callable[[_Context], list[Row]]] = {
+BENCHES: dict[str, Callable[[BenchContext], list[Row]]] = {
     "pgd": bench_pgd, "epoch": bench_epoch, "efficiency": bench_efficiency, "aign": bench_aign,
     "saad": bench_saad, "selection": bench_selection, "fastpaths": bench_fastpaths}
 
@@ -117,7 +117,7 @@ def _run(plan: BenchPlan, chosen: list[str], growth: bool, device, json_path, pl
 
 def _run_items(plan: BenchPlan, chosen: list[str], growth: bool, device, json_path,
                plot_path) -> dict:
-    ctx = _Context(plan, device)
+    ctx = BenchContext(plan, device)
     start = time.perf_counter()
     result: dict[str, Any] = {"format": FORMAT, "machine": machine_facts(), "plan": asdict(plan),
                               "device": str(ctx.device), "items": chosen, "rows": []}
@@ -147,14 +147,14 @@ def _run_items(plan: BenchPlan, chosen: list[str], growth: bool, device, json_pa
 
 
 # ---------------------------------------------------------------------------- cost growth
-def measure_growth(ctx: _Context) -> dict:
+def measure_growth(ctx: BenchContext) -> dict:
     """``pgd-at`` epoch seconds vs dataset size (at ``plan.steps``) and vs PGD steps (at
     ``growth_base_size`` samples), with the ideal ``(k+1)`` bare passes per batch for reference."""
     p = ctx.plan
     sizes, secs, notes = [], [], []
 
     def epoch(bundle: DataBundle, k: int) -> float:  # the fastest of growth_repeats epochs
-        t = min(_fit_epoch(ctx, bundle, ctx.model(bundle), "pgd-at", k)
+        t = min(fit_epoch_seconds(ctx, bundle, ctx.model(bundle), "pgd-at", k)
                 for _ in range(p.growth_repeats))
         log.info("bench growth: %d samples, PGD-%d: %.2f s/epoch", len(bundle.train), k, t)
         return t
@@ -176,8 +176,8 @@ def measure_growth(ctx: _Context) -> dict:
             "steps": list(p.growth_steps), "steps_size": len(bundle.train), "steps_seconds": step_secs,
             "steps_ideal_seconds": ideal, "seconds_per_step": float(per_step[0]),
             "seconds_at_0_steps": float(per_step[1]), "repeats": p.growth_repeats,
-            "notes": _join("each point: the fastest of `repeats` epochs; ideal: median bare passes",
-                           *sorted(set(notes + [note])))}
+            "notes": join_notes("each point: the fastest of `repeats` epochs; ideal: median bare "
+                                "passes", *sorted(set(notes + [note])))}
 
 
 def plot_growth(growth: dict, path: str | os.PathLike) -> Path:

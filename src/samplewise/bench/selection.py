@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import BenchPlan, Row, SCORE_SELECTORS, _Context, interleaved, paired_ratio
+from .core import BenchPlan, Row, SCORE_SELECTORS, BenchContext, interleaved, paired_ratio
 
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def synthetic_table(n: int, feature_dim: int, classes: int = 1000, seed: int = 0
                       features=feats, meta={"dataset": "synthetic", "num_train": n})
 
 
-def bench_selection(ctx: _Context) -> list[Row]:
+def bench_selection(ctx: BenchContext) -> list[Row]:
     """Seconds of :func:`samplewise.coreset.select` per selector on ``selection_n`` scores."""
     from ..coreset import SELECTORS, select
     p = ctx.plan

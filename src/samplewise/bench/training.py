@@ -13,8 +13,8 @@ from torch import nn
 from ..data import DataBundle
 from ..errors import SamplewiseError
 from ..train import fit
-from .core import (IDEAL_PASSES, Row, _Context, _fit_epoch, _median_time, _objective, interleaved,
-                   paired_ratio, _join)
+from .core import (IDEAL_PASSES, BenchContext, Row, card_objective, fit_epoch_seconds,
+                   interleaved, join_notes, median_seconds, paired_ratio)
 
 
 # ---------------------------------------------------------------------------- 3. efficiency
@@ -36,10 +36,10 @@ def pass_times(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch
 
     model.train()
     fb()
-    out = {"fb": _median_time(fb, n, device), "f": _median_time(f, n, device)}
+    out = {"fb": median_seconds(fb, n, device), "f": median_seconds(f, n, device)}
     model.eval()
     fi()
-    out["fi"] = _median_time(fi, n, device)
+    out["fi"] = median_seconds(fi, n, device)
     model.train()
     model.zero_grad(set_to_none=True)
     return out
@@ -58,7 +58,7 @@ def ideal_batch_seconds(objective: str, k: int, t: dict[str, float], strict: boo
     raise SamplewiseError(f"no ideal pass count for objective '{objective}'")
 
 
-def epoch_pass_times(ctx: _Context, bundle: DataBundle, model: nn.Module,
+def epoch_pass_times(ctx: BenchContext, bundle: DataBundle, model: nn.Module,
                      reps: int | None = None) -> list[tuple[int, dict[str, float]]]:
     """``[(batches, pass_times)]`` for an epoch's full batches and its last partial one.
 
@@ -88,7 +88,7 @@ def ideal_epoch_seconds(times: list[tuple[int, dict[str, float]]], objective: st
     return sum(count * ideal_batch_seconds(objective, k, t, strict) for count, t in times)
 
 
-def bench_efficiency(ctx: _Context) -> list[Row]:
+def bench_efficiency(ctx: BenchContext) -> list[Row]:
     """Ideal epoch time over fit()'s measured epoch time for standard, pgd-at and trades."""
     p = ctx.plan
     bundle, note = ctx.data(p.small_dataset, p.small_size)
@@ -97,28 +97,28 @@ def bench_efficiency(ctx: _Context) -> list[Row]:
         k = 0 if name == "standard" else p.steps
         ideal, strict, measured = [], [], []
         if p.warmup:
-            _fit_epoch(ctx, bundle, ctx.model(bundle), name, k)
+            fit_epoch_seconds(ctx, bundle, ctx.model(bundle), name, k)
         for _ in range(p.slow_repeats):
             model = ctx.model(bundle)
             times = epoch_pass_times(ctx, bundle, model)
             ideal.append(ideal_epoch_seconds(times, name, k))
             strict.append(ideal_epoch_seconds(times, name, k, strict=True))
-            measured.append(_fit_epoch(ctx, bundle, model, name, k))
+            measured.append(fit_epoch_seconds(ctx, bundle, model, name, k))
         ratio = paired_ratio(ideal, measured)
         rows.append(Row(f"efficiency {name}", statistics.median(measured), statistics.median(ideal),
                         ratio, "s/epoch",
                         f"ideal / measured epoch; ideal = {IDEAL_PASSES[name]} per batch "
                         f"({bundle.card.name} {len(bundle.train)} samples, batch {p.batch_size}, k={k})",
                         (">=", 0.85),
-                        _join(f"strict ideal (attack steps as input-only backwards): "
-                              f"{paired_ratio(strict, measured):.3f}" if k else "",
-                              f"measured: fit()'s epoch loop seconds; median of {p.slow_repeats}",
-                              note)))
+                        join_notes(f"strict ideal (attack steps as input-only backwards): "
+                                   f"{paired_ratio(strict, measured):.3f}" if k else "",
+                                   "measured: fit()'s epoch loop seconds; median of "
+                                   f"{p.slow_repeats}", note)))
     return rows
 
 
 # ---------------------------------------------------------------------------- 4. AIGN overhead
-def bench_aign(ctx: _Context) -> list[Row]:
+def bench_aign(ctx: BenchContext) -> list[Row]:
     """Standard training with and without an AIGN tracker (online and checkpoint mode)."""
     try:
         from ..hardness.trackers import EvalPassTracker, OnlineAIGNTracker
@@ -130,7 +130,7 @@ def bench_aign(ctx: _Context) -> list[Row]:
     bundle, note = ctx.data(p.small_dataset, p.small_size)
 
     def run(hooks: Callable[[], list]) -> Callable[[], None]:
-        return lambda: fit(ctx.model(bundle), bundle, _objective("standard", bundle, 0),
+        return lambda: fit(ctx.model(bundle), bundle, card_objective("standard", bundle, 0),
                            ctx.cfg(bundle, "standard", p.aign_epochs), hooks=hooks(),
                            device=ctx.device)
 
@@ -147,7 +147,7 @@ def bench_aign(ctx: _Context) -> list[Row]:
                               "over the clean training set per tracked epoch")}
     return [Row(f"aign {mode} overhead", statistics.median(t[mode]), statistics.median(t["none"]),
                 paired_ratio(t[mode], t["none"]), "s/run", f"tracked / untracked ({what})",
-                target, _join(how, f"median of {p.aign_repeats}", note))
+                target, join_notes(how, f"median of {p.aign_repeats}", note))
             for mode, (target, how) in targets.items()]
 
 
@@ -155,7 +155,7 @@ def bench_aign(ctx: _Context) -> list[Row]:
 DISTILL_METHODS = ("ard", "rslad", "iad", "adaad", "igdm", "saad", "saad-measured")
 
 
-def bench_saad(ctx: _Context) -> list[Row]:
+def bench_saad(ctx: BenchContext) -> list[Row]:
     """Epoch time of saad against the methods it builds on (igdm, adaad; the target), and of
     every distillation method relative to rslad (reported; docs/distillation.md lists them)."""
     p = ctx.plan
@@ -165,7 +165,7 @@ def bench_saad(ctx: _Context) -> list[Row]:
 
     def run(name: str) -> Callable[[], float]:
         kw = {"warmup": 0.0} if name == "iad" else {}  # time iad with its introspection term on
-        return lambda: _fit_epoch(ctx, bundle, ctx.model(bundle), name, p.saad_steps,
+        return lambda: fit_epoch_seconds(ctx, bundle, ctx.model(bundle), name, p.saad_steps,
                                   teacher=teacher, **kw)
 
     secs: dict[str, list[float]] = {m: [] for m in methods}
@@ -187,7 +187,7 @@ def bench_saad(ctx: _Context) -> list[Row]:
         rows.append(Row(f"{ours} vs {base} epoch", statistics.median(secs[ours]),
                         statistics.median(secs[base]), paired_ratio(secs[ours], secs[base]),
                         "s/epoch", f"{ours} / {base} seconds per epoch ({what})", target,
-                        _join(why, note)))
+                        join_notes(why, note)))
     return rows
 
 

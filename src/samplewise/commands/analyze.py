@@ -81,8 +81,8 @@ def _atlas_run(a: argparse.Namespace) -> int:
 
 
 def _transfer_entry() -> tuple[Callable, Callable]:
-    from . import transfer
-    return transfer.add_arguments, transfer.run
+    from . import analyze_transfer
+    return analyze_transfer.add_arguments, analyze_transfer.run
 
 
 ANALYSES: dict[str, Handler] = {

@@ -61,7 +61,7 @@ def _coreset_args(p: argparse.ArgumentParser) -> None:
 def _coreset_run(args: argparse.Namespace) -> int:
     """EasyCore coreset study: one scoring run, subsets per selector x fraction, cells per
     objective x seed, plus full data."""
-    from ..studies.coreset import run_coreset_study
+    from ..studies.coreset_study import run_coreset_study
 
     res = run_coreset_study(args.config, args.out, cells=_cells(args), device=args.device,
                             report_only=args.report)

@@ -20,23 +20,13 @@ Example:
     >>> results["coreset"]["methods"]["easycore"]["robust_acc"]
     >>> run_demo("/tmp/demo-quick", quick=True)                # seconds: checks the machinery
 
-The package's modules: :mod:`~samplewise.demo.settings` (settings, presets, file names),
-:mod:`~samplewise.demo.stages` (the plan and each stage's run and record),
-:mod:`~samplewise.demo.run` (:func:`run_demo`), :mod:`~samplewise.demo.results` (results.json,
-tables, the reading), :mod:`~samplewise.demo.report` (writing the outputs) and
-:mod:`~samplewise.demo.plots` (the PNG plots).
+The package reads top to bottom: :mod:`~samplewise.demo.settings` (what a demo depends on:
+settings, presets, file names), :mod:`~samplewise.demo.run` (:func:`run_demo`, the plan and
+each stage), :mod:`~samplewise.demo.report` (results.json, the tables, the reading, report.md)
+and :mod:`~samplewise.demo.plots` (the PNG plots).
 """
 
-from .plots import plot_aign, plot_coreset, plot_distill
-from .report import report_markdown, write_outputs
-from .results import assemble, coreset_table, distill_table, reading
 from .run import run_demo
-from .settings import (DATASETS, FORMAT, METHODS, PLOTS, PRESETS, QUICK, REPORT_FILE, RESULTS_FILE,
-                       SELECTORS, SETTINGS_FILE, STAGE_FILE, DemoSettings, demo_settings)
-from .stages import Stage, plan
+from .settings import DemoSettings, demo_settings
 
-__all__ = ["DATASETS", "FORMAT", "METHODS", "PLOTS", "PRESETS", "QUICK", "REPORT_FILE",
-           "RESULTS_FILE", "SELECTORS", "SETTINGS_FILE", "STAGE_FILE", "DemoSettings", "Stage",
-           "assemble", "coreset_table", "demo_settings", "distill_table", "plan", "plot_aign",
-           "plot_coreset", "plot_distill", "reading", "report_markdown", "run_demo",
-           "write_outputs"]
+__all__ = ["DemoSettings", "demo_settings", "run_demo"]

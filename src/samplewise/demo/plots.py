@@ -6,7 +6,7 @@ import io as _io
 
 import numpy as np
 
-from .results import _arch
+from .settings import model_label
 
 
 def _figure(ncols: int, width: float = 5.0, height: float = 3.8):
@@ -104,7 +104,7 @@ def plot_distill(results: dict) -> bytes:
     fig, (ax, bx) = _figure(2, width=4.8, height=4.0)
     _bars(ax, names, {"clean": [d["methods"][n]["clean_acc"] for n in names],
                       f"PGD-{ev['steps']}": [d["methods"][n]["robust_acc"] for n in names]},
-          "student accuracy on the test slice (%)", f"students {_arch(d['student_alone'])}")
+          "student accuracy on the test slice (%)", f"students {model_label(d['student_alone'])}")
     t, a = d["teacher"]["robust_acc"], d["student_alone"]["robust_acc"]
     ax.axhline(100 * t, color="black", linestyle="--", linewidth=1.2,
                label=f"teacher PGD ({100 * t:.0f})")
@@ -121,7 +121,7 @@ def plot_distill(results: dict) -> bytes:
     bx.set_xlabel("distillation method")
     bx.legend(fontsize="small", loc="upper right", title="higher: more x' transfer",
               title_fontsize="x-small")
-    fig.suptitle(f"{results['dataset']}: distilling {_arch(d['teacher'])} "
-                 f"({d['teacher']['objective']}) into {_arch(d['student_alone'])}, "
+    fig.suptitle(f"{results['dataset']}: distilling {model_label(d['teacher'])} "
+                 f"({d['teacher']['objective']}) into {model_label(d['student_alone'])}, "
                  f"ε = {ev['eps']:g}")
     return _png(fig)

@@ -1,43 +1,244 @@
-"""The demo's outputs: ``results.json``, the plots and ``report.md``, each written atomically and
-only when its content changed."""
+"""The demo's outputs: :func:`assemble` gathers the stage records into ``results.json``,
+:func:`reading` interprets its numbers, and :func:`write_outputs` writes ``results.json``, the
+three plots and ``report.md`` (two Markdown tables, the reading, the settings), each atomically
+and only when its content changed."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import numpy as np
 
 from .. import io
 from .plots import plot_aign, plot_coreset, plot_distill
-from .results import coreset_table, distill_table
-from .settings import PLOTS, REPORT_FILE, RESULTS_FILE
+from .settings import (DEMO_METHODS, DEMO_SELECTORS, FORMAT, PLOTS, REPORT_FILE, RESULTS_FILE,
+                       DemoSettings, model_label)
 
-
-def _json_text(obj) -> str:
-    return json.dumps(obj, indent=2, default=io._json_default) + "\n"
-
-
-def _write_if_changed(path: Path, data: str | bytes) -> bool:
-    """Atomic write unless the file already holds exactly ``data`` (so a rerun keeps mtimes)."""
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    if path.is_file() and path.read_bytes() == raw:
-        return False
-    io.write_bytes(path, raw)
-    return True
+if TYPE_CHECKING:
+    from .run import Stage
 
 
 def write_outputs(results: dict, table, out: Path) -> dict:
     """Write ``results.json``, the plots and ``report.md`` (each only if its content changed)."""
     tables = {"coreset": coreset_table(results), "distillation": distill_table(results)}
     results = {**results, "plots": dict(PLOTS)}
-    _write_if_changed(out / RESULTS_FILE, _json_text(results))
+    io.write_if_changed(out / RESULTS_FILE, io.json_text(results))
     plots = {"aign": plot_aign(table, results), "coreset": plot_coreset(results),
              "distill": plot_distill(results)}
     for key, png in plots.items():
-        _write_if_changed(out / PLOTS[key], png)
-    _write_if_changed(out / REPORT_FILE, report_markdown(results, tables))
+        io.write_if_changed(out / PLOTS[key], png)
+    io.write_if_changed(out / REPORT_FILE, report_markdown(results, tables))
     paths = {"report": str(out / REPORT_FILE), "results": str(out / RESULTS_FILE),
              **{k: str(out / v) for k, v in PLOTS.items()}}
     return {**results, "tables": tables, "paths": paths}
+
+
+def assemble(s: DemoSettings, stages: list[Stage], records: dict, table, out: Path) -> dict:
+    """``results.json``: settings, every stage's numbers, the reading and the tables."""
+    by_kind = {st.name: st for st in stages}
+    ev = records["coreset-full"]["eval"] or {}
+    aign = table.get("aign").astype(np.float64)
+    cut = _easycore_cut(table, s.fraction)
+    coreset = {"fraction": s.fraction, "objective": s.coreset_objective,
+               "model": s.coreset_model, "model_args": dict(s.coreset_model_args),
+               "epochs": s.coreset_epochs, "budget": "epochs",
+               "reference_standard": records["scoring"],
+               "methods": {by_kind[n].selector: records[n] for n in records
+                           if by_kind[n].kind == "coreset"}}
+    classes, totals = np.unique(table.labels, return_counts=True)
+    for name in DEMO_SELECTORS:
+        meta = json.loads((out / "subsets" / f"{name}.json").read_text())
+        hist = meta.get("class_histogram") or {}
+        coreset["methods"][name]["class_histogram"] = hist
+        coreset["methods"][name]["class_share_kept"] = {
+            str(int(c)): round(hist.get(str(int(c)), 0) / int(t), 4)
+            for c, t in zip(classes, totals)}
+        aign_in = (meta.get("scores", {}).get("aign") or {}).get("inside")
+        coreset["methods"][name]["mean_aign"] = aign_in
+    distill = {"teacher": records["teacher"], "student_alone": records["student-alone"],
+               "student_model": s.student_model, "student_model_args": dict(s.student_model_args),
+               "epochs": s.student_epochs,
+               "methods": {by_kind[n].method: records[n] for n in records
+                           if by_kind[n].kind == "student" and by_kind[n].method in DEMO_METHODS}}
+    results = {
+        "format": FORMAT, "dataset": s.dataset, "quick": s.quick, "settings": s.to_dict(),
+        "eval": {"attack": "pgd", "eps": ev.get("eps"), "alpha": ev.get("alpha"),
+                 "steps": ev.get("steps"), "n": ev.get("n"), "seed": ev.get("seed")},
+        "scoring": {"run": "scoring", "model": s.scoring_model, "epochs": s.scoring_epochs,
+                    "n_scored": int(len(aign)), "easycore_cut": cut,
+                    "aign": {"mean": float(aign.mean()), "median": float(np.median(aign)),
+                             "min": float(aign.min()), "max": float(aign.max())}},
+        "coreset": coreset, "distillation": distill,
+        "stages": [{"name": n, "seconds": records[n]["seconds"]} for n in records],
+        "seconds": round(sum(r["seconds"] for r in records.values()), 1),
+    }
+    results["reading"] = reading(results)
+    return results
+
+
+def _easycore_cut(table, fraction: float) -> float:
+    from ..coreset import subset_size
+    v = np.sort(table.get("aign").astype(np.float64))
+    return float(v[subset_size(fraction, len(v)) - 1])
+
+
+def _pct(x: Optional[float]) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def coreset_table(results: dict) -> str:
+    c, ev = results["coreset"], results["eval"]
+    head = (f"| training data ({c['objective']}, {c['model']}) | samples | clean acc | "
+            f"PGD-{ev['steps']} acc |\n| --- | ---: | ---: | ---: |\n")
+    rows = []
+    for name, r in c["methods"].items():
+        label = "full training set" if name == "full" else \
+            f"{name} {c['fraction']:.0%} ({_KEEPS.get(name, '')})"
+        rows.append(f"| {label} | {r['n_train']} | {_pct(r['clean_acc'])} | "
+                    f"{_pct(r['robust_acc'])} |")
+    std = c["reference_standard"]
+    rows.append(f"| reference: standard training, full set (the scoring run) | {std['n_train']} | "
+                f"{_pct(std['clean_acc'])} | {_pct(std['robust_acc'])} |")
+    return head + "\n".join(rows) + "\n"
+
+
+_KEEPS = {"easycore": "lowest AIGN", "random": "uniform", "el2n": "highest EL2N"}
+
+
+def distill_table(results: dict) -> str:
+    d, ev = results["distillation"], results["eval"]
+    head = (f"| model | training | clean acc | PGD-{ev['steps']} acc | TAS (last epoch) |\n"
+            "| --- | --- | ---: | ---: | ---: |\n")
+    t, a = d["teacher"], d["student_alone"]
+    rows = [f"| teacher {model_label(t)} | {t['objective']} | {_pct(t['clean_acc'])} | "
+            f"{_pct(t['robust_acc'])} | – |",
+            f"| student {model_label(a)} | pgd-at, no teacher | {_pct(a['clean_acc'])} | "
+            f"{_pct(a['robust_acc'])} | – |"]
+    for m, r in d["methods"].items():
+        tas = "–" if r.get("tas") is None else f"{r['tas']:.3f}"
+        rows.append(f"| student {model_label(r)} | {m} | {_pct(r['clean_acc'])} | "
+                    f"{_pct(r['robust_acc'])} | {tas} |")
+    return head + "\n".join(rows) + "\n"
+
+
+def _noise(p1: float, p2: float, n: int) -> float:
+    """Two binomial standard errors of a difference of two accuracies on ``n`` test images."""
+    p = min(max((p1 + p2) / 2, 1.0 / n), 1 - 1.0 / n)
+    return 2 * math.sqrt(2 * p * (1 - p) / n)
+
+
+def _compare(a_name: str, a: float, b_name: str, b: float, n: int) -> str:
+    d = 100 * (a - b)
+    noise = 100 * _noise(a, b, n)
+    if abs(d) < noise:
+        return (f"{a_name} and {b_name} were within {abs(d):.1f} points of each other, less than "
+                f"the ≈{noise:.1f}-point noise of a {n}-image test slice: no difference in this "
+                "run")
+    word = "above" if d > 0 else "below"
+    return (f"{a_name} was {abs(d):.1f} points {word} {b_name}, more than the ≈{noise:.1f}-point "
+            f"noise of the {n}-image test slice, but this is one seed")
+
+
+def reading(results: dict) -> dict:
+    """The report's interpretation, generated from the numbers.
+
+    Returns ``{"coreset": str, "distillation": str, "does_not": str}``: what this run's numbers
+    say about the coresets and the distillation methods, and what they cannot say.
+    """
+    c, d, ev, s = results["coreset"], results["distillation"], results["eval"], results["settings"]
+    n = int(ev.get("n") or s["eval_n"])
+    steps = ev["steps"]
+    m = c["methods"]
+    full, std = m["full"], c["reference_standard"]
+    at_gain = full["robust_acc"] - std["robust_acc"]
+    at_clear = at_gain > _noise(full["robust_acc"], std["robust_acc"], n)
+    cs = [f"On the full training set {c['objective']} reached {_pct(full['robust_acc'])} "
+          f"PGD-{steps} accuracy at ε = {ev['eps']:g}, against {_pct(std['robust_acc'])} for "
+          f"standard training (clean {_pct(full['clean_acc'])} vs {_pct(std['clean_acc'])}): "
+          + ("adversarial training clearly raised robustness, so the comparison below is between "
+             "models that learned something robust." if at_clear else
+             "adversarial training did not clearly raise robustness in this run, so the coreset "
+             "comparison below says little.")]
+    order = sorted(DEMO_SELECTORS, key=lambda k: -m[k]["robust_acc"])
+    best = order[0]
+    ratio = m[best]["robust_acc"] / full["robust_acc"] if full["robust_acc"] > 0 else float("nan")
+    cs.append(
+        f"Among the {c['fraction']:.0%} coresets, trained for the same number of epochs (so half "
+        f"the steps), the PGD-accuracy order was {' > '.join(order)}; the best ({best}) kept "
+        + (f"{ratio:.0%} of the full-data robust accuracy." if math.isfinite(ratio) else
+           "some robust accuracy where the full-data run kept none."))
+    cs.append(_compare("EasyCore", m["easycore"]["robust_acc"], "random",
+                       m["random"]["robust_acc"], n) + "; " +
+              _compare("EasyCore", m["easycore"]["robust_acc"], "EL2N (hardest half)",
+                       m["el2n"]["robust_acc"], n) + ".")
+    dc = 100 * (m["easycore"]["clean_acc"] - m["random"]["clean_acc"])
+    cs.append(f"On clean accuracy EasyCore was {abs(dc):.1f} points "
+              f"{'above' if dc >= 0 else 'below'} random ({_pct(m['easycore']['clean_acc'])} vs "
+              f"{_pct(m['random']['clean_acc'])}).")
+    spans = {k: m[k].get("class_share_kept") for k in ("easycore", "random")}
+    if all(spans.values()):
+        def span(k):
+            v = spans[k]
+            lo, hi = min(v, key=v.get), max(v, key=v.get)
+            return f"{v[lo]:.0%} (class {lo}) to {v[hi]:.0%} (class {hi})"
+        cs.append(f"EasyCore's global AIGN ranking kept {span('easycore')} of each class, "
+                  f"random {span('random')}; such a skew alone can cost accuracy on the "
+                  "under-kept classes, and this run does not separate it from the effect of "
+                  "hardness itself (a class-balanced EasyCore would).")
+
+    meths = d["methods"]
+    t, alone = d["teacher"], d["student_alone"]
+    top = max(meths, key=lambda k: meths[k]["robust_acc"])
+    base_best = max((k for k in meths if k != "saad"), key=lambda k: meths[k]["robust_acc"])
+    ds = [f"The teacher ({model_label(t)}, {t['objective']}) reached {_pct(t['robust_acc'])} "
+          f"PGD-{steps} accuracy and the student trained alone with pgd-at {_pct(alone['robust_acc'])}. "
+          f"The most robust distilled student was {top} ({_pct(meths[top]['robust_acc'])}): "
+          + _compare(f"the {top} student", meths[top]["robust_acc"], "the student trained alone",
+                     alone["robust_acc"], n) + "."]
+    ds.append(_compare("SAAD", meths["saad"]["robust_acc"], f"the best baseline ({base_best})",
+                       meths[base_best]["robust_acc"], n) + ".")
+    with_tas = [k for k in meths if meths[k].get("tas") is not None]
+    if len(with_tas) >= 2:
+        by_tas = sorted(with_tas, key=lambda k: -meths[k]["tas"])
+        rob = [meths[k]["robust_acc"] for k in with_tas]
+        spread, noise = max(rob) - min(rob), _noise(max(rob), min(rob), n)
+        agree = by_tas[0] == max(with_tas, key=lambda k: meths[k]["robust_acc"])
+        if spread < noise:
+            link = (f"the students' PGD accuracies all lay within {100 * spread:.1f} points, "
+                    f"inside the ≈{100 * noise:.1f}-point noise, so TAS differences went with no "
+                    "measurable robustness difference here")
+        else:
+            link = f"the highest-TAS method {'was' if agree else 'was not'} the most robust student"
+        ds.append(
+            f"TAS (the share of the student's own adversarial examples that also fool the "
+            f"teacher, last training epoch) ordered the methods {' > '.join(by_tas)} "
+            f"({', '.join(format(meths[k]['tas'], '.2f') for k in by_tas)}); {link}. With "
+            f"{len(with_tas)} methods and one seed this is an anecdote, not a test of the SAAD "
+            "paper's finding that student robustness follows TAS (the methods also craft x' "
+            "differently, which changes TAS by itself).")
+
+    size = full["n_train"]
+    does_not = (
+        f"What this does not show: anything general. The data are {size} training images of "
+        f"{results['dataset']}, the models are small ({model_label(full)} for the coresets, "
+        f"{model_label(t)} → {model_label(alone)} for distillation), training is "
+        f"{s['coreset_epochs']} (coresets) and {s['student_epochs']} (students) epochs with {s['attack_steps']}-step "
+        f"PGD, there is one seed ({s['seed']}) and one fraction ({c['fraction']:.0%}), and "
+        f"robustness is PGD-{steps} on {n} test images, not AutoAttack. Differences of a few "
+        "points are within what another seed could change, which this run does not measure. "
+        "The papers' claims (EasyCore: up to +7 points adversarial accuracy over other coresets; "
+        "SAAD: transfer-aware sample weights give more robust students than ARD, RSLAD, AdaAD "
+        "or IGDM) concern CIFAR-scale ResNets and long "
+        "schedules and are neither confirmed nor refuted here. Every number above is real, read "
+        "from this run's result.json and metrics.jsonl files.")
+    if results.get("quick"):
+        does_not = (f"This was a --quick run ({s['coreset_epochs']} epochs, {s['attack_steps']} "
+                    f"attack steps, {n} test images): it checks that every stage runs, and its "
+                    "numbers mean nothing. " + does_not)
+    return {"coreset": " ".join(cs), "distillation": " ".join(ds), "does_not": does_not}
 
 
 def _atlas_lines(atlas) -> list[str]:

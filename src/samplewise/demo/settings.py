@@ -11,7 +11,7 @@ from typing import Optional
 from ..errors import SamplewiseError
 
 FORMAT = "samplewise.demo/1"
-DATASETS = ("digits", "fashion-mnist")
+DEMO_DATASETS = ("digits", "fashion-mnist")
 SETTINGS_FILE = "demo.json"
 STAGE_FILE = "demo_stage.json"
 RESULTS_FILE = "results.json"
@@ -20,9 +20,9 @@ REPORT_FILE = "report.md"
 ATLAS_DIR = "atlas"
 PLOTS = {"aign": "aign_hist.png", "coreset": "coreset_acc.png", "distill": "distill_acc_tas.png"}
 #: the coreset selectors the demo compares (EasyCore keeps the easiest, EL2N the hardest)
-SELECTORS = ("easycore", "random", "el2n")
+DEMO_SELECTORS = ("easycore", "random", "el2n")
 #: the distillation methods the demo compares
-METHODS = ("ard", "rslad", "saad")
+DEMO_METHODS = ("ard", "rslad", "saad")
 
 
 @dataclass(frozen=True)
@@ -81,10 +81,17 @@ QUICK = dict(scoring_epochs=2, coreset_epochs=2, teacher_epochs=2, student_epoch
              teacher_model_args={"hidden": 128}, student_model_args={"hidden": 32}, quick=True)
 
 
+def model_label(r) -> str:
+    """``mlp(hidden=64)``: the ``model`` and ``model_args`` of a mapping (a stage record, or
+    ``vars()`` of a TrainConfig) as the demo's logs, tables and plots name the model."""
+    args = ",".join(f"{k}={v}" for k, v in (r.get("model_args") or {}).items())
+    return f"{r['model']}({args})" if args else r["model"]
+
+
 def demo_settings(dataset: str = "digits", quick: bool = False, **overrides) -> DemoSettings:
     """The preset of ``dataset`` (made tiny by ``quick``), with ``overrides`` applied."""
     if dataset not in PRESETS:
-        raise SamplewiseError(f"the demo runs on {' or '.join(DATASETS)}, not '{dataset}'")
+        raise SamplewiseError(f"the demo runs on {' or '.join(DEMO_DATASETS)}, not '{dataset}'")
     s = PRESETS[dataset]
     if quick:
         s = dataclasses.replace(s, **QUICK, **({"train_size": 600} if s.train_size else {}))

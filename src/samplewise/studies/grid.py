@@ -26,7 +26,7 @@ finished cell), ``results.md`` (mean ± std over seeds) and ``results.json``, al
 A new study (e.g. distillation) declares a :class:`StudySpec` (its axes and sections), reads
 its config with :func:`load_study`, turns each :func:`expand` entry into ``(params,
 TrainConfig)`` pairs, and calls :func:`make_cells`, :func:`run_cells` and
-:func:`~samplewise.studies.tables.write_results`; see :mod:`samplewise.studies.coreset`.
+:func:`~samplewise.studies.tables.write_results`; see :mod:`samplewise.studies.coreset_study`.
 
 Example:
     >>> spec = StudySpec("toy", axes=(Axis("objectives", "objective", str),))
@@ -222,7 +222,9 @@ class Cell:
     cfg: TrainConfig
 
 
-def _section(cls, values, where: str):
+def config_section(cls, values, where: str):
+    """The dataclass ``cls`` built from the mapping ``values`` (None: its defaults); a non-mapping
+    or an unknown key is a :class:`SamplewiseError` naming the section ``where``."""
     if values is None:
         values = {}
     if not isinstance(values, dict):
@@ -317,7 +319,7 @@ def load_study(source, spec: StudySpec) -> StudyConfig:
     if taken:
         raise SamplewiseError(f"study config: base.{taken[0]} is set per cell by the study "
                               "(seeds, grid or eval section); remove it from base")
-    base = validate_train(_section(TrainConfig, base_raw, "base"))
+    base = validate_train(config_section(TrainConfig, base_raw, "base"))
     grid_raw = raw.get("grid") or {}
     if not isinstance(grid_raw, dict):
         raise SamplewiseError("study config 'grid' must be a mapping of axis: [values]")
@@ -327,21 +329,22 @@ def load_study(source, spec: StudySpec) -> StudyConfig:
         raise SamplewiseError(f"unknown grid axis {', '.join(unknown)} for a {spec.name} study; "
                               f"valid axes: {', '.join(keys)}")
     grid = {a.column: _axis_values(a, grid_raw.get(a.key)) for a in spec.axes}
-    sections = {name: _section(cls, raw.get(name), name) for name, cls in spec.sections.items()}
+    sections = {name: config_section(cls, raw.get(name), name) for name, cls in spec.sections.items()}
     return StudyConfig(study=spec.name, base=base, grid=grid, seeds=_seeds(raw.get("seeds")),
-                       eval=_section(EvalSpec, raw.get("eval"), "eval"), sections=sections,
+                       eval=config_section(EvalSpec, raw.get("eval"), "eval"), sections=sections,
                        raw=json.loads(json.dumps(raw, default=str)), source=path)
 
 
 # ----------------------------------------------------------------------------- cells
-def _id_part(value) -> str:
+def id_part(value) -> str:
+    """``value`` as a piece of a cell id: floats in ``%g``, anything unsafe in a path -> ``_``."""
     text = f"{value:g}" if isinstance(value, float) else str(value)
     return re.sub(r"[^A-Za-z0-9.+=_-]", "_", text)
 
 
 def cell_id(params: Mapping[str, Any], axes: Sequence[Axis]) -> str:
     """``<prefix><value>-...-s<seed>`` in axis order, e.g. ``easycore-f0.3-trades-s1``."""
-    parts = [a.prefix + _id_part(params[a.column]) for a in axes]
+    parts = [a.prefix + id_part(params[a.column]) for a in axes]
     return "-".join([*parts, f"s{params['seed']}"])
 
 
@@ -428,7 +431,7 @@ def is_finished(path: Path) -> bool:
     return (path / "result.json").is_file() and (path / "model.pt").is_file()
 
 
-def _check_same_settings(cell: Cell, path: Path) -> None:
+def check_same_settings(cell: Cell, path: Path) -> None:
     """Refuse to reuse a cell directory that was run with other settings (a changed config)."""
     saved_path = path / "config.yaml"
     if not saved_path.is_file():
@@ -448,7 +451,7 @@ def run_cell(cell: Cell, path: Path, ev: EvalSpec, *, device: Optional[str] = No
     from ..runs import run_training
     from ..train import CHECKPOINT
 
-    _check_same_settings(cell, path)
+    check_same_settings(cell, path)
     if cell.cfg.threads:  # also for a cell that only needs AutoAttack
         import torch
         torch.set_num_threads(cell.cfg.threads)
@@ -591,7 +594,7 @@ def run_cells(cells: Sequence[Cell], out_dir, ev: EvalSpec, *, share=None,
 
     todo = share_of(cells, share)
     for cell in todo:  # a changed config is one clear error before anything runs
-        _check_same_settings(cell, cell_dir(out_dir, cell))
+        check_same_settings(cell, cell_dir(out_dir, cell))
         _cached_autoattack(cell_dir(out_dir, cell), ev)
         read_ladder(cell_dir(out_dir, cell), ev)
     log.info("%d of %d cells to run%s", len(todo), len(cells),

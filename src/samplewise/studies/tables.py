@@ -26,7 +26,7 @@ from .grid import (AUTOATTACK_FILE, Cell, EvalSpec, StudyConfig, cell_dir, radiu
                    read_ladder)
 
 RESULTS = ("results.csv", "results.md", "results.json")
-METRICS = ("clean_acc", "pgd_acc", "autoattack_acc")
+METRIC_COLUMNS = ("clean_acc", "pgd_acc", "autoattack_acc")
 
 
 def ladder_metric(label: str) -> str:
@@ -79,7 +79,7 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def summarize(rows: Sequence[dict], group: Sequence[str],
-              metrics: Sequence[str] = METRICS) -> list[dict]:
+              metrics: Sequence[str] = METRIC_COLUMNS) -> list[dict]:
     """Rows grouped over seeds by the ``group`` columns (first-seen order): for each metric its
     ``<m>_mean``, ``<m>_std`` and ``<m>_n`` (the number of seeds with a value), plus ``seeds``."""
     groups: dict[tuple, list[dict]] = {}
@@ -97,7 +97,7 @@ def summarize(rows: Sequence[dict], group: Sequence[str],
     return out
 
 
-def _pct(mean, std, n: int) -> str:
+def pct_cell(mean, std, n: int) -> str:
     """``mean ± std`` in %, the mean alone for a single value, ``–`` for none."""
     if mean is None:
         return "–"
@@ -134,7 +134,7 @@ def results_markdown(summary: Sequence[dict], group: Sequence[str], *, title: st
     lines += ["| " + " | ".join(heads) + " |", "|" + " --- |" * len(heads)]
     for s in summary:
         cells = [_fmt(s[g]) for g in group] + [str(s["seeds"]), str(s["n_train"]), str(s["epochs"])]
-        cells += [_pct(s[f"{m}_mean"], s[f"{m}_std"], s[f"{m}_n"]) for m in metrics]
+        cells += [pct_cell(s[f"{m}_mean"], s[f"{m}_std"], s[f"{m}_n"]) for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     if missing:
         shown = ", ".join(missing[:12]) + (", ..." if len(missing) > 12 else "")
@@ -175,7 +175,7 @@ def write_results(cfg: StudyConfig, cells: Sequence[Cell], out_dir, *, title: st
     columns = ["cell", *group, "seed", "clean_acc", "pgd_acc", *ladder,
                *(["autoattack_acc"] if autoattack else []),
                "n_train", "epochs", "budget", "seconds"]
-    summary = summarize(rows, group, (*METRICS, *ladder))
+    summary = summarize(rows, group, (*METRIC_COLUMNS, *ladder))
     eps = cfg.base.eps
     if rows and eps is None:
         first = next(c for c in cells if c.id == rows[0]["cell"])

@@ -10,11 +10,11 @@ from torch import nn
 from ... import distributed
 from ...data import Split
 from ...errors import SamplewiseError
-from .base import _Tracker
-from .sample_pass import PNorm, _gather_rows, grad_norm, norm_kind, per_sample_pass
+from .base import TrackerBase
+from .sample_pass import PNorm, gather_rows, grad_norm, norm_kind, per_sample_pass
 
 
-class EvalPassTracker(_Tracker):
+class EvalPassTracker(TrackerBase):
     """AIGN, EL2N and GraNd from an eval-mode pass over clean inputs after tracked epochs.
 
     With ``aign=True`` every pass also keeps each sample's softmax probability of its true class
@@ -77,7 +77,7 @@ class EvalPassTracker(_Tracker):
         out = per_sample_pass(model, split, p=self.p, batch_size=self.batch_size,
                               input_grad=self.aign)
         if env.enabled:
-            out = _gather_rows(out, self.index)
+            out = gather_rows(out, self.index)
         rows = self.rows(out["index"])
         names = (["aign", "prob"] if self.aign else []) + (["el2n", "grand"] if early else [])
         for name in names:
@@ -134,7 +134,7 @@ class EvalPassTracker(_Tracker):
                      for k in self.cols}
 
 
-class OnlineAIGNTracker(_Tracker):
+class OnlineAIGNTracker(TrackerBase):
     """AIGN read from the training step's own input gradients (mode ``"online"``).
 
     The loop makes the batch inputs require grad (``needs_input_grad``); after its

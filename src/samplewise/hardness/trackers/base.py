@@ -1,4 +1,4 @@
-"""``_Tracker``: the plumbing every hardness tracker shares (tracked dataset indices, epoch
+"""``TrackerBase``: the plumbing every hardness tracker shares (tracked dataset indices, epoch
 schedule, rows of a batch, checked state restore, epoch windows)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from ...train import Hook
 _UNTRACKED = "a batch holds dataset indices this tracker does not track"
 
 
-class _Tracker(Hook):
+class TrackerBase(Hook):
     """Shared plumbing: the tracked dataset indices (sorted) and the epoch schedule."""
 
     kind = "tracker"

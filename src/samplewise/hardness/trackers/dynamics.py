@@ -10,10 +10,10 @@ from torch import nn
 
 from ... import distributed
 from ...errors import SamplewiseError
-from .base import _Tracker
+from .base import TrackerBase
 
 
-class TrainingDynamicsTracker(_Tracker):
+class TrainingDynamicsTracker(TrackerBase):
     """Forgetting events, AUM and cumulative loss from every training minibatch.
 
     - ``forgetting`` (Toneva et al. 2019): the number of correct → incorrect transitions between

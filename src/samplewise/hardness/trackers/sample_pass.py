@@ -151,7 +151,7 @@ def per_sample_pass(model: nn.Module, split: Split, *, p: PNorm = 2, batch_size:
     return {k: torch.cat(v) for k, v in parts.items()}
 
 
-def _gather_rows(out: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
+def gather_rows(out: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
     """Collect every rank's per-sample rows and return them for all of ``index``."""
     size = int(index.max()) + 1 if len(index) else 0
     merged = {}

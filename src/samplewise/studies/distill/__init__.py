@@ -38,18 +38,8 @@ held-out TAS), :mod:`~samplewise.studies.distill.results` (results.csv / .md / .
 :mod:`~samplewise.studies.distill.run` (:func:`run_distill_study`).
 """
 
-from .cells import cell_transfer, distill_cells, training_tas, transfer_cells
-from .config import (METRICS, NONE, RESERVED, TEACHER_EVAL, TEACHERS_DIR, TITLE, TRANSFER_FILE,
-                     TRANSFER_STEPS, TeacherSpec, load_distill_config, method_base, needs_teacher)
-from .plots import distill_plots
-from .results import distill_markdown, distill_rows, write_distill_results
+from .config import load_distill_config
 from .run import run_distill_study
-from .teachers import (ensure_teacher, teacher_dir, teacher_eval, teacher_path, teacher_ready,
-                       teacher_spec, teacher_train_config)
 
-__all__ = ["METRICS", "NONE", "RESERVED", "TEACHER_EVAL", "TEACHERS_DIR", "TITLE",
-           "TRANSFER_FILE", "TRANSFER_STEPS", "TeacherSpec", "cell_transfer", "distill_cells",
-           "distill_markdown", "distill_plots", "distill_rows", "ensure_teacher",
-           "load_distill_config", "method_base", "needs_teacher", "run_distill_study", "teacher_dir",
-           "teacher_eval", "teacher_path", "teacher_ready", "teacher_spec",
-           "teacher_train_config", "training_tas", "transfer_cells", "write_distill_results"]
+# Everything else (cells, teachers, results, plots) is imported from its module.
+__all__ = ["load_distill_config", "run_distill_study"]

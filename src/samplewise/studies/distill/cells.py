@@ -13,8 +13,8 @@ from ... import io, runlock
 from ...errors import SamplewiseError
 from .. import grid
 from ..grid import Cell, StudyConfig
-from .config import NONE, TRANSFER_FILE, TRANSFER_STEPS, _spec, method_base, needs_teacher
-from .teachers import _attack_settings, teacher_path
+from .config import NONE, TRANSFER_FILE, TRANSFER_STEPS, distill_spec, method_base, needs_teacher
+from .teachers import attack_settings, teacher_path
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ def distill_cells(cfg: StudyConfig, out_dir) -> list[Cell]:
     that takes no teacher (the student alone); sorted by id."""
     common = dict(eval_n=cfg.eval.n, eval_steps=cfg.eval.pgd_steps)
     items = []
-    for params in grid.expand(cfg, _spec(cfg.grid["teacher"])):
+    for params in grid.expand(cfg, distill_spec(cfg.grid["teacher"])):
         if needs_teacher(params["method"]):
             items.append((params, dataclasses.replace(
                 method_base(cfg, params["method"]), objective=params["method"], seed=params["seed"],
@@ -35,7 +35,7 @@ def distill_cells(cfg: StudyConfig, out_dir) -> list[Cell]:
                 params = {"teacher": NONE, "method": method, "seed": seed}
                 items.append((params, dataclasses.replace(method_base(cfg, method), objective=method,
                                                           seed=seed, teacher=None, **common)))
-    return grid.make_cells(items, _spec(cfg.grid["teacher"]).axes)
+    return grid.make_cells(items, distill_spec(cfg.grid["teacher"]).axes)
 
 
 def training_tas(path: Path) -> Optional[float]:
@@ -77,7 +77,7 @@ def cell_transfer(cfg: StudyConfig, cell: Cell, path: Path, *,
     from ...transfer import transfer_rate
 
     device = device or cell.cfg.device
-    bundle, rcfg = _attack_settings(cfg)
+    bundle, rcfg = attack_settings(cfg)
     result = json.loads((path / "result.json").read_text())
     eps = result.get("eval", {}).get("eps", rcfg.eps)
     teacher = load_teacher(cell.cfg.teacher, card=bundle.card, device=device)

@@ -21,7 +21,7 @@ TEACHER_EVAL = "eval.json"
 TRANSFER_FILE = "transfer.json"
 TRANSFER_STEPS = 10
 RESERVED = ("seed", "eval_n", "eval_steps", "objective", "teacher")
-METRICS = ("clean_acc", "pgd_acc", "autoattack_acc", "tas_train", "tas_test")
+DISTILL_COLUMNS = ("clean_acc", "pgd_acc", "autoattack_acc", "tas_train", "tas_test")
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,8 @@ class TeacherSpec:
     train: Optional[dict] = None
 
 
-def _spec(teacher_names: Sequence[str]) -> StudySpec:
+def distill_spec(teacher_names: Sequence[str]) -> StudySpec:
+    """The study's grid: teachers (default: every named teacher) x methods."""
     return StudySpec(name="distill",
                      axes=(Axis("teachers", "teacher", str, default=tuple(teacher_names)),
                            Axis("methods", "method", str)),
@@ -58,7 +59,7 @@ def _teachers(raw_list, base_raw: dict) -> tuple[list[TeacherSpec], dict[str, Tr
             raise SamplewiseError(f"unknown key(s) {', '.join(unknown)} in study config {where}; "
                                   "valid keys: name, path, train")
         name = entry.get("name")
-        if not isinstance(name, str) or not name or name != grid._id_part(name) or name == NONE:
+        if not isinstance(name, str) or not name or name != grid.id_part(name) or name == NONE:
             raise SamplewiseError(f"study config {where}.name must be a non-empty name of "
                                   f"letters, digits, '.', '+', '=', '_', '-' (not '{NONE}'), "
                                   f"got {name!r}")
@@ -78,7 +79,8 @@ def _teachers(raw_list, base_raw: dict) -> tuple[list[TeacherSpec], dict[str, Tr
                                       "itself have a teacher")
             merged = {k: v for k, v in base_raw.items()}
             merged.update(train)
-            tcfg = validate_train(grid._section(TrainConfig, merged, f"teachers.{name}.train"))
+            where = f"teachers.{name}.train"
+            tcfg = validate_train(grid.config_section(TrainConfig, merged, where))
             if needs_teacher(tcfg.objective):
                 raise SamplewiseError(f"study config teacher '{name}': objective "
                                       f"{tcfg.objective!r} needs a teacher itself")
@@ -110,7 +112,7 @@ def _method_settings(raw, base_raw: dict, methods: Sequence[str]) -> dict[str, T
         taken = sorted(set(map(str, keys)) & set(RESERVED))
         if taken:
             raise SamplewiseError(f"study config {where}.{taken[0]} is set per cell by the study")
-        out[method] = validate_train(grid._section(TrainConfig, {**base_raw, **keys}, where))
+        out[method] = validate_train(grid.config_section(TrainConfig, {**base_raw, **keys}, where))
     return out
 
 
@@ -135,7 +137,7 @@ def load_distill_config(source) -> StudyConfig:
         raise SamplewiseError("study config 'base' must be a mapping of TrainConfig keys")
     specs, train_cfgs = _teachers(raw.get("teachers"), base_raw)
     rest = {k: v for k, v in raw.items() if k not in ("teachers", "method_settings")}
-    cfg = grid.load_study(rest, _spec([s.name for s in specs]))
+    cfg = grid.load_study(rest, distill_spec([s.name for s in specs]))
     known = {s.name for s in specs}
     for name in cfg.grid["teacher"]:
         if name not in known:

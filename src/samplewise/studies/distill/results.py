@@ -12,8 +12,8 @@ from ... import io
 from .. import grid, tables
 from ..grid import Cell, EvalSpec, StudyConfig
 from .cells import training_tas
-from .config import METRICS, NONE, TITLE, TRANSFER_FILE, TRANSFER_STEPS
-from .teachers import _attack_settings, teacher_path
+from .config import DISTILL_COLUMNS, NONE, TITLE, TRANSFER_FILE, TRANSFER_STEPS
+from .teachers import attack_settings, teacher_path
 
 
 def distill_rows(cfg: StudyConfig, cells: Sequence[Cell], out_dir,
@@ -52,7 +52,7 @@ def _mean_pm(mean, std, n, pct=True) -> str:
     if mean is None:
         return "–"
     if pct:
-        return tables._pct(mean, std, n)
+        return tables.pct_cell(mean, std, n)
     return f"{mean:.3f}" + (f" ± {std:.3f}" if n > 1 else "")
 
 
@@ -94,12 +94,12 @@ def write_distill_results(cfg: StudyConfig, cells: Sequence[Cell], out_dir,
     columns = ["cell", "teacher", "teacher_clean", "teacher_pgd", *(["teacher_aa"] if aa else []),
                "method", "seed", "clean_acc", "pgd_acc", *(["autoattack_acc"] if aa else []),
                "tas_train", "tas_test", "tas_test_given_fooled", "n_train", "epochs", "seconds"]
-    summary = tables.summarize(rows, ["teacher", "method"], METRICS)
+    summary = tables.summarize(rows, ["teacher", "method"], DISTILL_COLUMNS)
     for s in summary:
         te = teacher_evals.get(s["teacher"]) or {}
         s.update({"teacher_clean": te.get("clean_acc"), "teacher_pgd": te.get("pgd_acc"),
                   "teacher_aa": te.get("autoattack_acc")})
-    _, rcfg = _attack_settings(cfg)
+    _, rcfg = attack_settings(cfg)
     io.write_text(out / "results.csv", tables.results_csv(rows, columns))
     io.write_text(out / "results.md", distill_markdown(summary, cfg.eval, rcfg.eps, missing))
     record = {"study": "distill", "title": TITLE, "cells_total": len(cells),

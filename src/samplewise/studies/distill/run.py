@@ -38,7 +38,7 @@ def run_distill_study(config, out_dir, cells=None, *, device: Optional[str] = No
     all_cells = distill_cells(cfg, out)
     todo = grid.share_of(all_cells, share)
     for cell in todo:  # a changed config is one clear error before anything runs
-        grid._check_same_settings(cell, grid.cell_dir(out, cell))
+        grid.check_same_settings(cell, grid.cell_dir(out, cell))
     if report_only:
         ran: dict = {}
         teacher_evals = {name: cached_teacher_eval(cfg, out, name) for name in cfg.grid["teacher"]}

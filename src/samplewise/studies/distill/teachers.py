@@ -71,7 +71,8 @@ def ensure_teacher(cfg: StudyConfig, out_dir, name: str, *, device: Optional[str
     return teacher_path(cfg, out_dir, name)
 
 
-def _attack_settings(cfg: StudyConfig):
+def attack_settings(cfg: StudyConfig):
+    """``(bundle, attack)``: the base recipe's dataset and its resolved attack settings."""
     from ...runs import load_bundle, resolve_attack
 
     bundle = load_bundle(cfg.base)
@@ -100,7 +101,7 @@ def cached_teacher_eval(cfg: StudyConfig, out_dir, name: str) -> Optional[dict]:
     """The teacher's cached evaluation if it is there and current, else None (computes nothing)."""
     if not teacher_ready(cfg, out_dir, name):
         return None
-    _, rcfg = _attack_settings(cfg)
+    _, rcfg = attack_settings(cfg)
     return _current_eval(teacher_dir(out_dir, name) / TEACHER_EVAL,
                          _eval_key(cfg, rcfg, teacher_path(cfg, out_dir, name)))
 
@@ -118,7 +119,7 @@ def teacher_eval(cfg: StudyConfig, out_dir, name: str, *,
     device = device or cfg.base.device
     file = teacher_dir(out_dir, name) / TEACHER_EVAL
     with grid.file_lock(Path(out_dir) / "locks" / f"teacher-eval-{name}.lock", wait=True):
-        bundle, rcfg = _attack_settings(cfg)
+        bundle, rcfg = attack_settings(cfg)
         key = _eval_key(cfg, rcfg, teacher_path(cfg, out_dir, name))
         cached = _current_eval(file, key)
         if cached is not None:
