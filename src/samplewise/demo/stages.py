@@ -121,18 +121,19 @@ def _make_atlas(run_dir: Path, out: Path) -> dict:
 
 def _make_subsets(table, s: DemoSettings, out: Path) -> None:
     """One subset per selector at ``s.fraction`` (a fresh selection must equal a saved one)."""
-    from ..coreset import save_selection, select, summarize_selection
+    from ..coreset import select, summarize_selection
+    from ..formats.subset import read_subset, write_subset
     for name in SELECTORS:
         path = out / "subsets" / f"{name}.npy"
         idx = select(table, name, s.fraction, seed=s.seed)
         if path.is_file():
-            if not np.array_equal(np.load(path, allow_pickle=False), idx):
+            if not np.array_equal(read_subset(path).indices, idx):
                 raise SamplewiseError(f"{path} differs from a fresh {name} selection of this "
                                       "demo's scores; choose another --out")
             continue
         summary = summarize_selection(table, idx)
         summary.update({"selector": name, "selection_seed": s.seed})
-        save_selection(path, idx, summary)
+        write_subset(path, idx, summary)
 
 
 def _stage_record(st: Stage, run_dir: Path, seconds: float) -> dict:
