@@ -14,7 +14,7 @@ The reader checks a dataset only through the ``bundle`` it is given (duck-typed:
 ``train.index``, ``fingerprint``, ``card.name``), so this module stays in the bottom layer.
 
 Example:
-    >>> write_subset("runs/easycore30/subset.npy", [5, 1, 9], {"selector": "easycore"})
+    >>> npy, js = write_subset("runs/easycore30/subset.npy", [5, 1, 9], {"selector": "easycore"})
     >>> read_subset("runs/easycore30/subset.npy").indices
     array([1, 5, 9])
 """
