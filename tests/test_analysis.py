@@ -22,7 +22,7 @@ from samplewise.data import DataBundle, Split, load_dataset
 from samplewise.data.cards import fingerprint, make_card
 from samplewise.errors import SamplewiseError
 from samplewise.evaluate import predict
-from samplewise.hardness.scorefile import ScoreTable
+from samplewise.formats.scores import ScoreTable
 from samplewise.hardness.scoring import score
 
 

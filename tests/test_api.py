@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 import samplewise as sw
 from samplewise import io
 from samplewise.cli import main as cli_main
-from samplewise.coreset import load_selection_meta, selection_checksum
 from samplewise.errors import SamplewiseError
+from samplewise.formats.subset import checksum, read_subset, write_subset
 from samplewise.hardness.scoring import score
 from samplewise.hardness.trackers import OnlineAIGNTracker
 from samplewise.runinfo import derived_generator
@@ -242,7 +242,7 @@ def test_saad_loss_in_a_hand_loop_equals_fit(digits):
 # ------------------------------------------------------------------ run_training(subset=...)
 def test_run_training_with_indices_equals_a_subset_file(tmp_path, digits):
     idx = np.random.default_rng(0).choice(len(digits.train), 300, replace=False)
-    sw.coreset.save_selection(tmp_path / "core.npy", idx)
+    write_subset(tmp_path / "core.npy", idx)
     cfg = _cfg(epochs=1)
     a = sw.run_training(sw.TrainConfig(**{**cfg.__dict__, "subset": str(tmp_path / "core.npy")}),
                         tmp_path / "file")
@@ -252,8 +252,8 @@ def test_run_training_with_indices_equals_a_subset_file(tmp_path, digits):
     assert all(torch.equal(u, v) for u, v in zip(ma.state_dict().values(), mb.state_dict().values()))
     saved = io.np_load(tmp_path / "direct" / "subset.npy", "subset")
     assert np.array_equal(saved, np.sort(idx))
-    meta = load_selection_meta(tmp_path / "direct" / "subset.npy")
-    assert meta["checksum"] == selection_checksum(idx) and meta["fingerprint"] == digits.fingerprint
+    meta = read_subset(tmp_path / "direct" / "subset.npy").summary
+    assert meta["checksum"] == checksum(idx) and meta["fingerprint"] == digits.fingerprint
     assert "direct/subset.npy" in (tmp_path / "direct" / "config.yaml").read_text()
     (tmp_path / "direct" / "result.json").unlink()  # pretend it was killed after its checkpoint
     with pytest.raises(SamplewiseError, match="other subset indices"):

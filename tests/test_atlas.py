@@ -19,7 +19,7 @@ from samplewise.cli import main
 from samplewise.config import TrainConfig
 from samplewise.data import load_dataset
 from samplewise.errors import SamplewiseError
-from samplewise.hardness.scorefile import ScoreTable
+from samplewise.formats.scores import ScoreTable
 from samplewise.hardness.scoring import score
 from samplewise.models import create_model
 from samplewise.train import Hook

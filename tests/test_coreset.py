@@ -9,8 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from samplewise.coreset import (SELECTORS, class_quotas, list_selectors, load_selection_meta,
-                                save_selection, select, subset_size, summarize_selection)
+from samplewise.coreset import (SELECTORS, class_quotas, list_selectors, select, subset_size,
+                                summarize_selection)
+from samplewise.formats.subset import read_subset, write_subset
 from samplewise.errors import SamplewiseError
 from samplewise.hardness import SCORE_NAMES, ScoreTable
 
@@ -271,18 +272,20 @@ def test_summary_and_selection_files(tmp_path):
     aign = summary["scores"]["aign"]
     assert aign["inside"] < aign["outside"]
     assert summary["fingerprint"] == FP and summary["dataset"] == "toy"
-    npy, js = save_selection(tmp_path / "run" / "subset.npy", idx, summary)
+    npy, js = write_subset(tmp_path / "run" / "subset.npy", idx, summary)
     back = np.load(npy)
     assert back.dtype == np.int64
     np.testing.assert_array_equal(back, idx)
-    meta = load_selection_meta(npy)
+    meta = read_subset(npy).summary
     assert meta["fingerprint"] == FP and meta["size"] == 300 and meta["score_file"] == "scores.npz"
     assert json.loads(js.read_text())["format"] == "samplewise.subset/1"
-    assert load_selection_meta(tmp_path / "other.npy") is None
+    np.save(tmp_path / "other.npy", idx)  # a hand-made subset file: no summary
+    assert read_subset(tmp_path / "other.npy").summary is None
+    np.save(tmp_path / "bad.npy", idx)
     (tmp_path / "bad.json").write_text("{oops")
     with pytest.raises(SamplewiseError, match="bad.json"):
-        load_selection_meta(tmp_path / "bad.npy")
+        read_subset(tmp_path / "bad.npy")
     with pytest.raises(SamplewiseError, match="not in the score table"):
         summarize_selection(table, np.array([10**9]))
     with pytest.raises(SamplewiseError, match="distinct"):
-        save_selection(tmp_path / "dup.npy", np.array([1, 1]))
+        write_subset(tmp_path / "dup.npy", np.array([1, 1]))

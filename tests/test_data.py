@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from samplewise.data import (DATASETS, DatasetCard, InMemoryLoader, Split, iter_batches,
-                             list_datasets, load_dataset, load_subset_file)
+                             list_datasets, load_dataset)
 from samplewise.data import datasets as ds_module
 from samplewise.errors import SamplewiseError
+from samplewise.formats.subset import read_subset
 from samplewise.io import np_save, np_savez
 
 
@@ -186,28 +187,28 @@ def test_split_subset_errors(bad, match):
         toy_split(10, offset=100).subset(np.asarray(bad))
 
 
-def test_load_subset_file_valid_and_errors(digits, tmp_path):
+def test_read_subset_valid_and_errors(digits, tmp_path):
     good = tmp_path / "good.npy"
     np_save(good, np.array([5, 3, 1000], dtype=np.int32))
-    assert load_subset_file(good, digits).tolist() == [5, 3, 1000]
+    assert read_subset(good, digits).indices.tolist() == [5, 3, 1000]
     cases = {"dup": (np.array([1, 1]), "unique"), "range": (np.array([1347]), "out of range"),
              "neg": (np.array([-1]), "out of range"), "float": (np.array([1.0]), "integers"),
              "empty": (np.array([], dtype=np.int64), "empty"), "2d": (np.ones((2, 2), int), "1-D")}
     for name, (arr, match) in cases.items():
         np_save(tmp_path / f"{name}.npy", arr)
         with pytest.raises(SamplewiseError, match=match):
-            load_subset_file(tmp_path / f"{name}.npy", digits)
+            read_subset(tmp_path / f"{name}.npy", digits)
     corrupt = tmp_path / "corrupt.npy"
     corrupt.write_bytes(b"\x93NUMPY garbage")
     with pytest.raises(SamplewiseError, match="corrupt.npy"):
-        load_subset_file(corrupt, digits)
+        read_subset(corrupt, digits)
     with pytest.raises(SamplewiseError, match="not found"):
-        load_subset_file(tmp_path / "missing.npy", digits)
+        read_subset(tmp_path / "missing.npy", digits)
     small = load_dataset("digits", train_size=50)
     absent = np.setdiff1d(np.arange(1347), small.train.index.numpy())[:3]
     np_save(tmp_path / "absent.npy", absent)
     with pytest.raises(SamplewiseError, match="not in the loaded training split"):
-        load_subset_file(tmp_path / "absent.npy", small)
+        read_subset(tmp_path / "absent.npy", small)
 
 
 # ----------------------------------------------------------------------------- npz / folder

@@ -20,7 +20,7 @@ from samplewise.commands import score as score_cmd
 from samplewise.config import TrainConfig
 from samplewise.data import Split, load_dataset
 from samplewise.errors import SamplewiseError
-from samplewise.hardness.scorefile import SCORE_NAMES, ScoreTable
+from samplewise.formats.scores import SCORE_NAMES, ScoreTable
 from samplewise.hardness.scoring import make_trackers, score, scores_from_model
 from samplewise.hardness.trackers import (EvalPassTracker, OnlineAIGNTracker,
                                           TrainingDynamicsTracker, norm_kind, per_sample_pass)

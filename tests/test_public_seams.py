@@ -9,7 +9,7 @@ The test reads every module under ``src/samplewise`` with :mod:`ast` and reports
   (``import samplewise.x as x``, ``from samplewise import x``, ``from . import x``).
 
 A module may use its own private names, and a package's ``__init__`` is not "another module"
-for names it defines itself. Nothing else is exempt except :data:`LAYERING_ALLOWLIST`.
+for names it defines itself. Nothing else is exempt.
 """
 
 from __future__ import annotations
@@ -25,12 +25,6 @@ PKG = SRC / "samplewise"
 # Being moved by the layering step of #13 (score file and subset file to bottom-layer modules,
 # the objectives/distill <-> saad cycle): these (importing module, imported module, name)
 # triples are that step's to remove. Delete this allowlist once it is merged.
-LAYERING_ALLOWLIST: set[tuple[str, str, str]] = {
-    ("samplewise.objectives.saad", "samplewise.objectives.distill", "_check_nonneg"),
-    ("samplewise.objectives.saad", "samplewise.objectives.distill", "_check_unit"),
-}
-
-
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(SRC).with_suffix("").parts)
     if parts[-1] == "__init__":
@@ -104,9 +98,7 @@ def scan(modules: dict[str, Path]) -> list[tuple[str, str, str, int]]:
     names = set(modules)
     out = []
     for path in modules.values():
-        for hit in violations(path, names):
-            if hit[:3] not in LAYERING_ALLOWLIST:
-                out.append(hit)
+        out.extend(violations(path, names))
     return out
 
 
@@ -114,14 +106,6 @@ def test_no_private_name_crosses_modules():
     hits = scan(all_modules())
     assert not hits, "private names used across modules:\n" + "\n".join(
         f"  {me}:{line} uses {src}.{name}" for me, src, name, line in hits)
-
-
-def test_allowlist_entries_are_still_needed():
-    modules = all_modules()
-    names = set(modules)
-    live = {hit[:3] for p in modules.values() for hit in violations(p, names)}
-    stale = LAYERING_ALLOWLIST - live
-    assert not stale, f"remove from LAYERING_ALLOWLIST: {sorted(stale)}"
 
 
 @pytest.mark.parametrize("code, expected", [

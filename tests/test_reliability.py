@@ -287,16 +287,16 @@ def outputs(tmp_path_factory):
 
 
 def _readers(d: Path) -> dict:
-    from samplewise.coreset import load_selection_meta
-    from samplewise.data import load_dataset, load_subset_file
+    from samplewise.data import load_dataset
+    from samplewise.formats.subset import read_subset
     bundle = load_dataset("digits", train_size=300)
     return {
         "run/checkpoint.pt": lambda p: io.torch_load(p, "checkpoint"),
         "run/model.pt": lambda p: load_model(p),
         "run/scores.npz": lambda p: ScoreTable.load(p),
         "run/metrics.jsonl": lambda p: io.read_jsonl(p),
-        "subset.npy": lambda p: load_subset_file(p, bundle),
-        "subset.json": lambda p: load_selection_meta(p.with_suffix(".npy")),
+        "subset.npy": lambda p: read_subset(p, bundle),
+        "subset.json": lambda p: read_subset(p.with_suffix(".npy")),
     }
 
 
@@ -534,18 +534,17 @@ def test_damaged_model_file_loads_or_raises_our_error(real_files, fuzz_dir, edit
 def test_subset_and_summary_written_apart_are_detected(tmp_path):
     """select writes the .npy and its .json one after the other: a kill between the two renames
     can pair a new subset with an old summary; the checksum in the summary catches it."""
-    from samplewise.coreset import save_selection
     from samplewise.data import load_dataset
     from samplewise.errors import SamplewiseError
-    from samplewise.runs import load_subset
+    from samplewise.formats.subset import read_subset, write_subset
 
     bundle = load_dataset("digits")
     path = tmp_path / "s.npy"
     old = bundle.train.index[:100].numpy()
-    save_selection(path, old, {"fingerprint": bundle.fingerprint, "dataset": "digits"})
-    assert len(load_subset(path, bundle)) == 100
+    write_subset(path, old, {"fingerprint": bundle.fingerprint, "dataset": "digits"})
+    assert len(read_subset(path, bundle).indices) == 100
     summary = path.with_suffix(".json").read_bytes()
-    save_selection(path, bundle.train.index[100:250].numpy(), {"fingerprint": bundle.fingerprint})
+    write_subset(path, bundle.train.index[100:250].numpy(), {"fingerprint": bundle.fingerprint})
     path.with_suffix(".json").write_bytes(summary)  # the state a kill between the renames leaves
     with pytest.raises(SamplewiseError, match="does not match its summary"):
-        load_subset(path, bundle)
+        read_subset(path, bundle)

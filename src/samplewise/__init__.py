@@ -26,7 +26,8 @@ from .objectives import StepContext, build_objective, list_objectives
 from .train import FitResult, Hook, fit
 from .evaluate import evaluate
 from .runs import run_training
-from .hardness import AIGNMeter, ScoreTable, input_grad_norms
+from .formats.scores import ScoreTable
+from .hardness import AIGNMeter, input_grad_norms
 from .hardness.scoring import score, scores_from_model
 from .coreset import select, list_selectors
 

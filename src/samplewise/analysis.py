@@ -38,7 +38,7 @@ import io as _io
 import logging
 import math
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -49,8 +49,9 @@ from .attacks import pgd
 from .data import DataBundle, load_dataset, stratified_choice
 from .errors import SamplewiseError
 from .evaluate import predict
-from .hardness.scorefile import ScoreTable
+from .formats.scores import ScoreTable
 from .models.layout import fast_layout
+from .plotting import new_figure, save_figure
 from .runinfo import derived_generator
 
 log = logging.getLogger(__name__)
@@ -257,13 +258,66 @@ def vulnerability(model: nn.Module, bundle: DataBundle, table: ScoreTable, *,
     }
 
 
+# ----------------------------------------------------------------------------- figures
+def plot_radius_scatter(score: np.ndarray, radius: np.ndarray, censored: np.ndarray, path, *,
+                        rho: float, eps: float, max_eps: float, score_name: str = "AIGN",
+                        correct: Optional[np.ndarray] = None, log_x: Optional[bool] = None) -> Path:
+    """Scatter of the PGD radius against the score; censored samples (never broken up to
+    ``max_eps``) as open markers at ``max_eps``, misclassified ones (radius 0) in gray; ε as a
+    dotted line; Spearman ρ in the title."""
+    fig, (ax,) = new_figure(width=5.6, height=4.2)
+    score = np.asarray(score, dtype=float)
+    correct = np.ones(len(score), bool) if correct is None else np.asarray(correct, bool)
+    if log_x is None:  # log x when the positive scores span more than two decades
+        pos = score[score > 0]
+        log_x = len(pos) == len(score) and len(pos) > 1 and pos.max() / pos.min() > 100
+    kw = dict(s=9, alpha=0.5)
+    broken = correct & ~censored
+    ax.scatter(score[broken], radius[broken], color="C0", label="broken by PGD", **kw)
+    if (~correct).any():
+        ax.scatter(score[~correct], radius[~correct], color="gray", marker="x",
+                   label="misclassified clean (radius 0)", **kw)
+    if censored.any():
+        ax.scatter(score[censored], radius[censored], facecolors="none", edgecolors="C3",
+                   label=f"not broken at {max_eps:g} (censored)", **kw)
+    ax.axhline(eps, color="gray", linestyle=":", label=f"ε = {eps:g}")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(f"{score_name} (training-set hardness)" + (", log scale" if log_x else ""))
+    ax.set_ylabel("smallest L∞ ε at which PGD succeeds")
+    ax.set_title(f"Vulnerability radius vs {score_name}: Spearman ρ = {rho:.3f}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return save_figure(fig, path)
+
+
+def plot_deciles(deciles: Sequence[dict], path, *, eps: float, score_name: str = "AIGN") -> Path:
+    """Robust accuracy at ε (bars) and mean radius (line, right axis) per score decile."""
+    fig, (ax,) = new_figure(width=6.0, height=4.0)
+    x = np.array([d["decile"] for d in deciles])
+    acc = np.array([100 * d["robust_acc"] for d in deciles])
+    rad = np.array([d["mean_radius"] for d in deciles])
+    ax.bar(x, acc, color="C0", alpha=0.7, label=f"PGD accuracy at ε = {eps:g} (%)")
+    ax.set_xlabel(f"{score_name} decile (1 = easiest, 10 = hardest)")
+    ax.set_ylabel("robust accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_xticks(x)
+    right = ax.twinx()
+    right.plot(x, rad, color="C3", marker="o", label="mean radius")
+    right.set_ylabel("mean PGD radius (L∞)")
+    right.set_ylim(bottom=0, top=max(float(rad.max()) * 1.15, 1e-6))
+    handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    labels = ax.get_legend_handles_labels()[1] + right.get_legend_handles_labels()[1]
+    ax.legend(handles, labels, fontsize="small", loc="upper right")
+    ax.set_title(f"Vulnerability per {score_name} decile")
+    return save_figure(fig, path)
+
+
 # ----------------------------------------------------------------------------- files
 def write_vulnerability(result: dict, out_dir) -> list[Path]:
     """Write ``vulnerability.json`` (everything but the per-sample columns),
     ``vulnerability.csv`` (one row per sample), ``vulnerability_scatter.png`` and
     ``vulnerability_deciles.png`` into ``out_dir``; returns the paths."""
-    from .studies.plots import plot_deciles, plot_radius_scatter
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cols = result["per_sample"]

@@ -38,7 +38,7 @@ import numpy as np
 from . import io
 from .analysis import decile_bins, load_scored_dataset, spearman
 from .errors import SamplewiseError
-from .hardness.scorefile import ScoreTable
+from .formats.scores import ScoreTable
 
 REGIONS = ("easy-to-learn", "ambiguous", "hard-to-learn")
 #: the ambiguous region: variability at or above this quantile (the top third)

@@ -1,7 +1,7 @@
 """Coreset selection over score files: one :func:`select`, one class-balancing path.
 
 Every selector is a plain function ``(table, k, rng, **options) -> positions``: it receives a
-:class:`~samplewise.hardness.ScoreTable` (the whole table, or one class of it when
+:class:`~samplewise.formats.scores.ScoreTable` (the whole table, or one class of it when
 ``class_balanced=True``), the number ``k`` of samples to keep (``1 <= k <= len(table)``) and a
 seeded ``numpy.random.Generator``, and returns ``k`` distinct positions into that table.
 :func:`select` alone turns the fraction into ``k``, splits ``k`` across classes, checks what the
@@ -19,30 +19,29 @@ Adding a selector takes a few lines; its keyword options become ``select(..., op
     ...     start = min(int(offset * (len(table) - k)), len(table) - k)
     ...     return order[start:start + k]
     >>> subset = select(table, "middle-el2n", 0.3, class_balanced=True)
+
+A selection is written and read as a subset file by :mod:`samplewise.formats.subset`.
 """
 
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import math
 import numbers
 import os
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from .errors import SamplewiseError
-from .hardness.scorefile import SCORE_NAMES, ScoreTable
-from .io import np_save, write_json
+from .formats.scores import SCORE_NAMES, ScoreTable
+from .formats.subset import check_indices
 from .registry import Registry
 
 log = logging.getLogger(__name__)
 
 SELECTORS = Registry("selector")
-SUBSET_FORMAT = "samplewise.subset/1"
 _CHUNK_BYTES = 1 << 24       # temporary memory per distance chunk (k-center)
 _FLOAT32_LIMIT = 1 << 29     # convert float16 features to float32 once when below this size
 
@@ -381,19 +380,8 @@ def kcenter(table: ScoreTable, k: int, rng) -> np.ndarray:
     return np.array(centers, dtype=np.int64)
 
 
-# ---------------------------------------------------------------------------- selection files
-def _selection_array(indices) -> np.ndarray:
-    """``indices`` as int64, checked: 1-D, integers, distinct, non-negative."""
-    arr = np.asarray(indices)
-    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
-        raise SamplewiseError("a selection must be a 1-D array of integer dataset indices")
-    if arr.size and (arr.min() < 0 or len(np.unique(arr)) != len(arr)):
-        raise SamplewiseError("a selection must hold distinct non-negative dataset indices")
-    return arr.astype(np.int64)
-
-
 def _positions_of(table: ScoreTable, indices) -> np.ndarray:
-    indices = _selection_array(indices)
+    indices = check_indices(indices)
     sorter = np.argsort(table.index)
     pos = sorter[np.minimum(np.searchsorted(table.index, indices, sorter=sorter),
                             max(len(table) - 1, 0))] if len(table) else indices[:0]
@@ -433,55 +421,3 @@ def summarize_selection(table: ScoreTable, indices: np.ndarray) -> dict:
         "score_file": table.source,
         "score_meta": meta,
     }
-
-
-def _json_path(path: Path) -> Path:
-    return path.with_suffix(".json")
-
-
-def save_selection(path: str | os.PathLike, indices: np.ndarray, summary: dict | None = None
-                   ) -> tuple[Path, Path]:
-    """Write ``indices`` to ``path`` (``.npy``, int64) and ``summary`` next to it (``.json``).
-
-    Both writes are atomic, and the summary records a checksum of the indices
-    (:func:`selection_checksum`), so a pair left mismatched by a kill between the two writes is
-    detected when the subset is used. Returns the two paths.
-
-    Example:
-        >>> idx = select(table, "easycore", 0.3)
-        >>> save_selection("runs/easycore30/subset.npy", idx, summarize_selection(table, idx))
-    """
-    path = Path(path)
-    indices = np.sort(_selection_array(indices))
-    np_save(path, indices)
-    record = {"format": SUBSET_FORMAT, **(summary or {}), "size": int(len(indices)),
-              "checksum": selection_checksum(indices)}
-    write_json(_json_path(path), record)
-    log.info("wrote selection of %d samples to %s", len(indices), path)
-    return path, _json_path(path)
-
-
-def selection_checksum(indices: np.ndarray) -> str:
-    """sha256 (16 hex) of the sorted int64 dataset indices of a selection."""
-    import hashlib
-    data = np.sort(np.asarray(indices, dtype=np.int64))
-    return hashlib.sha256(data.tobytes()).hexdigest()[:16]
-
-
-def load_selection_meta(path: str | os.PathLike) -> dict | None:
-    """The JSON summary written next to a selection by :func:`save_selection`, or ``None``.
-
-    Example:
-        >>> meta = load_selection_meta("runs/easycore30/subset.npy")
-        >>> meta and meta["fingerprint"]
-    """
-    json_path = _json_path(Path(path))
-    if not json_path.is_file():
-        return None
-    try:
-        meta = json.loads(json_path.read_text(encoding="utf-8"))
-    except (ValueError, OSError) as exc:
-        raise SamplewiseError(f"{json_path}: not a valid selection summary ({exc})") from None
-    if not isinstance(meta, dict):
-        raise SamplewiseError(f"{json_path}: a selection summary must be a JSON object")
-    return meta

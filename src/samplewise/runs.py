@@ -23,10 +23,10 @@ import torch
 
 from . import distributed, io, runlock
 from .config import TrainConfig, dump_yaml, to_dict
-from .coreset import load_selection_meta, save_selection, selection_checksum
-from .data import DataBundle, load_dataset, load_subset_file
+from .data import DataBundle, load_dataset
 from .errors import SamplewiseError
 from .evaluate import evaluate
+from .formats.subset import checksum, read_subset, write_subset
 from .models import create_model, load_teacher, save_model
 from .objectives import build_objective, resolve_recipe
 from .runinfo import provenance, seed_everything
@@ -42,24 +42,6 @@ TRAIN_SIZE_SEED = 0
 def load_bundle(cfg: TrainConfig) -> DataBundle:
     return load_dataset(cfg.dataset, root=cfg.data_root, download=cfg.download,
                         train_size=cfg.train_size, seed=TRAIN_SIZE_SEED)
-
-
-def load_subset(path, bundle: DataBundle) -> np.ndarray:
-    """Dataset indices from a ``.npy`` file; a ``subset.json`` beside it (written by
-    ``samplewise select``) must name the same dataset fingerprint."""
-    indices = load_subset_file(path, bundle)
-    meta = load_selection_meta(path) or {}
-    if "checksum" in meta and meta["checksum"] != selection_checksum(indices):
-        raise SamplewiseError(f"subset {path} does not match its summary "
-                              f"{Path(path).with_suffix('.json')} (an interrupted write?); "
-                              "run samplewise select again")
-    fp = meta.get("fingerprint")
-    if fp is not None and fp != bundle.fingerprint:
-        raise SamplewiseError(
-            f"subset {path} was selected from {meta.get('dataset') or 'another dataset'} "
-            f"(fingerprint {fp}); this run trains on {bundle.card.name} "
-            f"(fingerprint {bundle.fingerprint})")
-    return indices
 
 
 def prepare_out_dir(out_dir, resume: bool, overwrite: bool = False) -> Path:
@@ -142,7 +124,7 @@ def run_training(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
     if given:
         cfg, subset = given_subset(cfg, out, subset, bundle, resume)
     else:
-        subset = load_subset(cfg.subset, bundle) if cfg.subset else None
+        subset = read_subset(cfg.subset, bundle).indices if cfg.subset else None
     cfg = resolve_recipe(resolve_attack(cfg, bundle))
     n_train = len(subset) if subset is not None else len(bundle.train)
     epochs = cfg.epochs
@@ -163,8 +145,8 @@ def run_training(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)  # only once every input has been validated
         if given:
-            save_selection(cfg.subset, subset, {"dataset": bundle.card.name, "source": "run_training",
-                                                "fingerprint": bundle.fingerprint})
+            write_subset(cfg.subset, subset, {"dataset": bundle.card.name, "source": "run_training",
+                                              "fingerprint": bundle.fingerprint})
         io.write_text(out / "config.yaml", dump_yaml(resolved))
     model.to(device)
     ddp = _ddp(model, env)
@@ -206,7 +188,7 @@ def given_subset(cfg: TrainConfig, out: Path, indices, bundle: DataBundle, resum
     """Check the indices handed to :func:`run_training` and return ``(cfg, sorted indices)``,
     ``cfg.subset`` naming ``out/subset.npy``, where the run writes them with its config.
 
-    A file subset is read back sorted (:func:`samplewise.coreset.save_selection`), so sorting
+    A file subset is read back sorted (:func:`samplewise.formats.subset.write_subset`), so sorting
     here makes the run identical to one trained from a file of the same indices. A resumed run
     must pass the indices it was started with (compared by checksum).
     """
@@ -220,8 +202,7 @@ def given_subset(cfg: TrainConfig, out: Path, indices, bundle: DataBundle, resum
     arr = np.sort(arr.astype(np.int64))
     bundle.train.subset(arr)  # validates: unique, non-negative, in the training split
     path = out / RUN_SUBSET
-    meta = load_selection_meta(path) if resume and path.exists() else None
-    if meta is not None and meta.get("checksum") != selection_checksum(arr):
+    if resume and path.exists() and checksum(read_subset(path).indices) != checksum(arr):
         raise SamplewiseError(f"{out} was started on other subset indices ({path}); pass the "
                               "same indices to resume, or overwrite to start again")
     return dataclasses.replace(cfg, subset=str(path)), arr

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------- 6. selection
 def synthetic_table(n: int, feature_dim: int, classes: int = 1000, seed: int = 0):
     """A score table of ``n`` samples with every score and float16 features (ImageNet-sized)."""
-    from ..hardness.scorefile import SCORE_NAMES, ScoreTable
+    from ..formats.scores import SCORE_NAMES, ScoreTable
     rng = np.random.default_rng(seed)
     scores = {s: rng.random(n, dtype=np.float32) for s in SCORE_NAMES}
     scores["forgetting"] = rng.integers(0, 20, n).astype(np.float32)

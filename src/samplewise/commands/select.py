@@ -34,9 +34,10 @@ def _window(text: str | None) -> dict:
 
 
 def run(a) -> int:
-    from ..coreset import save_selection, select, summarize_selection
+    from ..coreset import select, summarize_selection
     from ..data import load_dataset
-    from ..hardness import ScoreTable
+    from ..formats.scores import ScoreTable
+    from ..formats.subset import write_subset
     table = ScoreTable.load(a.scores)
     if a.dataset:
         bundle = load_dataset(a.dataset)
@@ -47,7 +48,7 @@ def run(a) -> int:
                  score=a.score, **_window(a.window))
     summary = summarize_selection(table, idx)
     summary.update({"method": a.method, "class_balanced": a.class_balanced, "seed": a.seed})
-    save_selection(a.out, idx, summary)
+    write_subset(a.out, idx, summary)
     print(json.dumps({k: summary[k] for k in ("method", "size", "fraction", "class_histogram",
                                                "dataset")}, indent=2))
     return 0

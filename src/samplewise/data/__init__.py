@@ -9,8 +9,7 @@ Example:
     (torch.Size([64, 1, 8, 8]), torch.float32)
 """
 
-from .cards import (DataBundle, DatasetCard, Split, fingerprint, load_subset_file,
-                    stratified_choice)
+from .cards import DataBundle, DatasetCard, Split, fingerprint, stratified_choice
 from .datasets import DATASETS, data_root, list_datasets, load_dataset
 from .indexed import IndexedDataset
 from .loader import InMemoryLoader, epoch_seed, iter_batches, random_crop_flip
@@ -18,5 +17,5 @@ from .loader import InMemoryLoader, epoch_seed, iter_batches, random_crop_flip
 __all__ = [
     "DATASETS", "DataBundle", "DatasetCard", "InMemoryLoader", "IndexedDataset", "Split", "data_root",
     "epoch_seed", "fingerprint", "iter_batches", "list_datasets", "load_dataset",
-    "load_subset_file", "random_crop_flip", "stratified_choice",
+    "random_crop_flip", "stratified_choice",
 ]

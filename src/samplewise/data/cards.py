@@ -10,7 +10,6 @@ higher = harder) can always be looked up by index, whatever the batch order.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -264,41 +263,6 @@ def make_card(name: str, x: np.ndarray, classes, *, eps: float, alpha: float, cr
                        classes=tuple(str(c) for c in classes))
 
 
-def load_subset_file(path: str | os.PathLike, bundle: DataBundle) -> np.ndarray:
-    """Read and validate a ``.npy`` file of training dataset indices (e.g. a coreset).
-
-    The array must be 1-D, integer, non-empty, unique, in ``[0, bundle.index_size)`` and present
-    in ``bundle.train.index``.
-
-    Example:
-        >>> idx = load_subset_file("coreset.npy", bundle)   # doctest: +SKIP
-        >>> sub = bundle.train.subset(idx)                  # doctest: +SKIP
-    """
-    arr = np_load(path, "subset file")
-    if not isinstance(arr, np.ndarray):
-        raise SamplewiseError(f"{path}: subset file must be a .npy array, not an .npz archive")
-    if arr.ndim != 1:
-        raise SamplewiseError(f"{path}: subset file must hold a 1-D array, got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise SamplewiseError(f"{path}: subset indices must be integers, got dtype {arr.dtype}")
-    if arr.size == 0:
-        raise SamplewiseError(f"{path}: subset file is empty")
-    arr = as_index_array(arr, f"{path}: subset indices")
-    bad = arr[(arr < 0) | (arr >= bundle.index_size)]
-    if bad.size:
-        raise SamplewiseError(f"{path}: {bad.size} subset indices out of range "
-                              f"[0, {bundle.index_size}) (e.g. {int(bad[0])})")
-    uniq, counts = np.unique(arr, return_counts=True)
-    if (counts > 1).any():
-        raise SamplewiseError(f"{path}: subset indices must be unique; {int((counts > 1).sum())} "
-                              f"repeated (e.g. {int(uniq[counts > 1][0])})")
-    missing = arr[~np.isin(arr, bundle.train.index.cpu().numpy())]
-    if missing.size:
-        raise SamplewiseError(f"{path}: {missing.size} subset indices are not in the loaded "
-                              f"training split (e.g. {int(missing[0])}; was train_size changed?)")
-    return arr
-
-
 def _npz_images(a: np.ndarray, key: str, path: Path) -> np.ndarray:
     if a.dtype != np.uint8:
         raise SamplewiseError(f"{path}: '{key}' must be uint8, got {a.dtype}")
@@ -358,5 +322,5 @@ def read_npz(path: Path) -> tuple:
 
 
 __all__ = ["DatasetCard", "Split", "DataBundle", "fingerprint", "stratified_choice",
-           "as_index_array", "channel_stats", "make_card", "load_subset_file", "read_npz",
+           "as_index_array", "channel_stats", "make_card", "read_npz",
            "split_80_20"]

@@ -8,17 +8,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import numpy as np
 
 from .. import io
 from .plots import plot_aign, plot_coreset, plot_distill
 from .settings import (DEMO_METHODS, DEMO_SELECTORS, FORMAT, PLOTS, REPORT_FILE, RESULTS_FILE,
-                       DemoSettings, model_label)
-
-if TYPE_CHECKING:
-    from .run import Stage
+                       DemoSettings, Stage, model_label)
 
 
 def write_outputs(results: dict, table, out: Path) -> dict:

@@ -11,7 +11,6 @@ import dataclasses
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -23,24 +22,13 @@ from ..errors import SamplewiseError
 from ..train import CHECKPOINT, METRICS_FILE, Hook
 from .report import assemble, write_outputs
 from .settings import (ATLAS_DIR, DEMO_METHODS, DEMO_SELECTORS, FORMAT, RESULTS_FILE,
-                       SETTINGS_FILE, STAGE_FILE, DemoSettings, demo_settings, model_label)
+                       SETTINGS_FILE, STAGE_FILE, DemoSettings, Stage, demo_settings,
+                       model_label)
 
 log = logging.getLogger(__name__)
 
 #: loggers whose per-epoch lines the progress bar replaces (unless ``verbose``)
 _CHATTY = ("samplewise.train", "samplewise.runs", "samplewise.hardness", "samplewise.coreset")
-
-
-@dataclass
-class Stage:
-    """One run of the demo: its directory name, its training config and what it is."""
-
-    name: str
-    kind: str                 # scoring | coreset | teacher | student
-    cfg: TrainConfig
-    label: str                # the row label in the tables
-    selector: Optional[str] = None
-    method: Optional[str] = None
 
 
 def run_demo(out_dir, *, dataset: str = "digits", quick: bool = False, resume: bool = False,
@@ -194,18 +182,19 @@ def _run_scoring(st: Stage, run_dir: Path, ticks: Hook):
 
 def _make_subsets(table, s: DemoSettings, out: Path) -> None:
     """One subset per selector at ``s.fraction`` (a fresh selection must equal a saved one)."""
-    from ..coreset import save_selection, select, summarize_selection
+    from ..coreset import select, summarize_selection
+    from ..formats.subset import read_subset, write_subset
     for name in DEMO_SELECTORS:
         path = out / "subsets" / f"{name}.npy"
         idx = select(table, name, s.fraction, seed=s.seed)
         if path.is_file():
-            if not np.array_equal(np.load(path, allow_pickle=False), idx):
+            if not np.array_equal(read_subset(path).indices, idx):
                 raise SamplewiseError(f"{path} differs from a fresh {name} selection of this "
                                       "demo's scores; choose another --out")
             continue
         summary = summarize_selection(table, idx)
         summary.update({"selector": name, "selection_seed": s.seed})
-        save_selection(path, idx, summary)
+        write_subset(path, idx, summary)
 
 
 def _make_atlas(run_dir: Path, out: Path) -> dict:

@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ..config import TrainConfig
 from ..errors import SamplewiseError
 
 FORMAT = "samplewise.demo/1"
@@ -102,3 +103,15 @@ def demo_settings(dataset: str = "digits", quick: bool = False, **overrides) -> 
     if not 0 < s.fraction < 1:
         raise SamplewiseError(f"the demo's coreset fraction must be in (0, 1), got {s.fraction}")
     return s
+
+
+@dataclass
+class Stage:
+    """One run of the demo: its directory name, its training config and what it is."""
+
+    name: str
+    kind: str                 # scoring | coreset | teacher | student
+    cfg: TrainConfig
+    label: str                # the row label in the tables
+    selector: Optional[str] = None
+    method: Optional[str] = None

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ..errors import SamplewiseError
-from .scorefile import FORMAT, ScoreTable
+from ..formats.scores import FORMAT, ScoreTable
 from .trackers import PNorm, grad_norm, input_grad_norms, norm_kind
 
 REDUCTIONS = ("mean", "sum")

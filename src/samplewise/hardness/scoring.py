@@ -4,7 +4,7 @@
 ``train_size`` sample) through :func:`samplewise.runs.run_training`, so the run directory gets
 ``config.yaml``, ``metrics.jsonl``, ``checkpoint.pt`` (with the trackers' state, for resume),
 ``model.pt`` and ``result.json`` like any run, plus ``scores.npz``: a
-:class:`~samplewise.hardness.scorefile.ScoreTable` with ``aign``, ``el2n``, ``grand``,
+:class:`~samplewise.formats.scores.ScoreTable` with ``aign``, ``el2n``, ``grand``,
 ``forgetting``, ``aum`` and ``loss`` (higher = harder), the N x E per-epoch AIGN matrix, in
 checkpoint mode the N x E per-epoch true-class probabilities of the same passes (a data map's
 confidence), and the final model's penultimate features.
@@ -34,7 +34,7 @@ from ..objectives import resolve_recipe
 from ..runinfo import __version__
 from ..runs import holds_out_dir, load_bundle, prepare_out_dir, run_training
 from ..train import CHECKPOINT, Hook, load_hook_states
-from .scorefile import FORMAT, SCORE_NAMES, ScoreTable
+from ..formats.scores import FORMAT, SCORE_NAMES, ScoreTable
 from .trackers import (EvalPassTracker, OnlineAIGNTracker, PNorm, TrainingDynamicsTracker,
                        norm_kind, per_sample_pass)
 

@@ -192,14 +192,16 @@ class Distiller(Objective):
         return self._teacher(x_adv) if self.measure_tas else None
 
 
-def _check_unit(obj: Distiller, name: str, low_open: bool = False) -> None:
+def check_unit(obj: Distiller, name: str, low_open: bool = False) -> None:
+    """Refuse option ``name`` of ``obj`` unless it is a number in [0, 1] ((0, 1] with ``low_open``)."""
     v = getattr(obj, name)
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 <= v <= 1) or (low_open and v == 0):
         raise SamplewiseError(f"objective '{obj.name}': {name} must be in "
                               f"{'(0' if low_open else '[0'}, 1], got {v!r}")
 
 
-def _check_nonneg(obj: Distiller, name: str) -> None:
+def check_nonneg(obj: Distiller, name: str) -> None:
+    """Refuse option ``name`` of ``obj`` unless it is a number >= 0."""
     v = getattr(obj, name)
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
         raise SamplewiseError(f"objective '{obj.name}': {name} must be a number >= 0, got {v!r}")
@@ -220,7 +222,7 @@ class ARD(Distiller):
     defaults = {"kd_weight": 1.0, "temperature": 1.0, "measure_tas": True}
 
     def _check_options(self) -> None:
-        _check_unit(self, "kd_weight")
+        check_unit(self, "kd_weight")
         if not self.temperature > 0:
             raise SamplewiseError(f"objective 'ard': temperature must be > 0, got {self.temperature!r}")
 
@@ -253,7 +255,7 @@ class RSLAD(Distiller):
     defaults = {"adv_weight": 5 / 6, "measure_tas": True}
 
     def _check_options(self) -> None:
-        _check_unit(self, "adv_weight")
+        check_unit(self, "adv_weight")
 
     def forward(self, model, x, y, idx, ctx: StepContext) -> dict:
         self._prepare(x)
@@ -283,8 +285,8 @@ class IAD(Distiller):
     defaults = {"warmup": 0.3, "beta": 0.1, "measure_tas": True}
 
     def _check_options(self) -> None:
-        _check_unit(self, "warmup")
-        _check_nonneg(self, "beta")
+        check_unit(self, "warmup")
+        check_nonneg(self, "beta")
 
     def needs_epoch(self) -> bool:
         return self.warmup > 0  # the introspection term starts after the warm-up epochs
@@ -355,7 +357,7 @@ class IGDM(AdaAD):
     defaults = {"alpha_ig": 1.0, "ramp": True}
 
     def _check_options(self) -> None:
-        _check_nonneg(self, "alpha_ig")
+        check_nonneg(self, "alpha_ig")
 
     def needs_epoch(self) -> bool:
         return bool(self.ramp) and self.alpha_ig > 0  # the t/E ramp
@@ -370,5 +372,3 @@ class IGDM(AdaAD):
                    * igdm_term(zt_adv, zt_minus, zs_adv, zs_minus))
         return self._out(loss_ps, zs_adv, x_adv, y, zt_adv)
 
-
-from . import saad  # noqa: E402,F401  (registers saad and saad-measured; needs the names above)

@@ -29,7 +29,7 @@ import torch
 from .. import losses
 from ..errors import SamplewiseError
 from .base import OBJECTIVES, StepContext
-from .distill import (Distiller, _check_nonneg, _check_unit, igdm_term, linearised_teacher,
+from .distill import (Distiller, check_nonneg, check_unit, igdm_term, linearised_teacher,
                       maximise_kl, ramp_factor)
 
 __all__ = ["SAAD", "SAADMeasured", "transfer_signal", "signal_weights", "saad_weights"]
@@ -148,9 +148,9 @@ class SAAD(Distiller):
                 raise SamplewiseError(f"objective '{self.name}': unknown {key} {getattr(self, key)!r}; "
                                       f"choose from: {', '.join(choices)}")
         for key in ("gamma", "scale", "floor", "beta", "alpha_ig", "lambda_inner"):
-            _check_nonneg(self, key)
+            check_nonneg(self, key)
         if self.ema is not None:
-            _check_unit(self, "ema")
+            check_unit(self, "ema")
             if self.ema == 1:
                 raise SamplewiseError(f"objective '{self.name}': ema must be in [0, 1) or None, got 1")
         if not isinstance(self.clean_bn_pass, bool):

@@ -35,8 +35,9 @@ from typing import Any, Optional
 import numpy as np
 
 from ..config import TrainConfig
-from ..coreset import SELECTORS, load_selection_meta, save_selection, select, summarize_selection
+from ..coreset import SELECTORS, select, summarize_selection
 from ..errors import SamplewiseError
+from ..formats.subset import read_subset, write_subset
 from ..objectives import OBJECTIVES
 from . import grid, tables
 from .grid import Axis, Cell, StudyConfig, StudySpec
@@ -154,10 +155,9 @@ def make_subsets(cfg: StudyConfig, table, out_dir) -> dict[tuple, Path]:
             idx = select(table, name, f, class_balanced=sel.class_balanced, seed=sel.seed,
                          **sel.options.get(name, {}))
             if path.is_file():
-                old = np.load(path, allow_pickle=False)
-                meta = load_selection_meta(path) or {}
-                if not np.array_equal(old, idx) or meta.get("fingerprint") != \
-                        table.meta.get("fingerprint"):
+                old = read_subset(path)
+                if not np.array_equal(old.indices, idx) or (old.summary or {}).get(
+                        "fingerprint") != table.meta.get("fingerprint"):
                     raise SamplewiseError(f"{path} differs from a fresh {name} selection of the "
                                           "scores in this study; it belongs to another scoring "
                                           "run (use another --out)")
@@ -165,7 +165,7 @@ def make_subsets(cfg: StudyConfig, table, out_dir) -> dict[tuple, Path]:
                 summary = summarize_selection(table, idx)
                 summary.update({"selector": name, "class_balanced": sel.class_balanced,
                                 "selection_seed": sel.seed, "options": sel.options.get(name, {})})
-                save_selection(path, idx, summary)
+                write_subset(path, idx, summary)
             paths[(name, f)] = path
     return paths
 
@@ -224,7 +224,7 @@ def run_coreset_study(config, out_dir, cells=None, *, device: Optional[str] = No
         if not scores.is_file():
             raise SamplewiseError(f"{out} has no finished scoring run yet ({scores} is missing): "
                                   "nothing to report")
-        from ..hardness.scorefile import ScoreTable
+        from ..formats.scores import ScoreTable
         table = ScoreTable.load(scores)
     else:
         with grid.file_lock(out / "locks" / "scoring.lock", wait=True):

@@ -11,33 +11,13 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from ..io import atomic_path
+from ..plotting import new_figure, save_figure
 
 FULL = "full"
-
-
-def new_figure(ncols: int = 1, *, width: float = 4.6, height: float = 3.6, nrows: int = 1):
-    """A figure with ``nrows`` x ``ncols`` axes on an Agg canvas; returns ``(fig, axes)`` with
-    the axes in row-major order."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    return fig, [ax for row in axes for ax in row]
-
-
-def save_figure(fig, path) -> Path:
-    """Write ``fig`` as a PNG through a temporary file and an atomic rename."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    return path
 
 
 def plot_vs_fraction(summary: Sequence[dict], metric: str, path, *, ylabel: str,
@@ -150,58 +130,3 @@ def coreset_plots(summary: Sequence[dict], out_dir, ev) -> list[Path]:
                                       title=f"Robust accuracy at ε={middle[0]} vs coreset size\n"
                                             f"{steps}"))
     return paths
-
-
-# ----------------------------------------------------------------------------- vulnerability
-def plot_radius_scatter(score: np.ndarray, radius: np.ndarray, censored: np.ndarray, path, *,
-                        rho: float, eps: float, max_eps: float, score_name: str = "AIGN",
-                        correct: Optional[np.ndarray] = None, log_x: Optional[bool] = None) -> Path:
-    """Scatter of the PGD radius against the score; censored samples (never broken up to
-    ``max_eps``) as open markers at ``max_eps``, misclassified ones (radius 0) in gray; ε as a
-    dotted line; Spearman ρ in the title."""
-    fig, (ax,) = new_figure(width=5.6, height=4.2)
-    score = np.asarray(score, dtype=float)
-    correct = np.ones(len(score), bool) if correct is None else np.asarray(correct, bool)
-    if log_x is None:  # log x when the positive scores span more than two decades
-        pos = score[score > 0]
-        log_x = len(pos) == len(score) and len(pos) > 1 and pos.max() / pos.min() > 100
-    kw = dict(s=9, alpha=0.5)
-    broken = correct & ~censored
-    ax.scatter(score[broken], radius[broken], color="C0", label="broken by PGD", **kw)
-    if (~correct).any():
-        ax.scatter(score[~correct], radius[~correct], color="gray", marker="x",
-                   label="misclassified clean (radius 0)", **kw)
-    if censored.any():
-        ax.scatter(score[censored], radius[censored], facecolors="none", edgecolors="C3",
-                   label=f"not broken at {max_eps:g} (censored)", **kw)
-    ax.axhline(eps, color="gray", linestyle=":", label=f"ε = {eps:g}")
-    if log_x:
-        ax.set_xscale("log")
-    ax.set_xlabel(f"{score_name} (training-set hardness)" + (", log scale" if log_x else ""))
-    ax.set_ylabel("smallest L∞ ε at which PGD succeeds")
-    ax.set_title(f"Vulnerability radius vs {score_name}: Spearman ρ = {rho:.3f}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    return save_figure(fig, path)
-
-
-def plot_deciles(deciles: Sequence[dict], path, *, eps: float, score_name: str = "AIGN") -> Path:
-    """Robust accuracy at ε (bars) and mean radius (line, right axis) per score decile."""
-    fig, (ax,) = new_figure(width=6.0, height=4.0)
-    x = np.array([d["decile"] for d in deciles])
-    acc = np.array([100 * d["robust_acc"] for d in deciles])
-    rad = np.array([d["mean_radius"] for d in deciles])
-    ax.bar(x, acc, color="C0", alpha=0.7, label=f"PGD accuracy at ε = {eps:g} (%)")
-    ax.set_xlabel(f"{score_name} decile (1 = easiest, 10 = hardest)")
-    ax.set_ylabel("robust accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.set_xticks(x)
-    right = ax.twinx()
-    right.plot(x, rad, color="C3", marker="o", label="mean radius")
-    right.set_ylabel("mean PGD radius (L∞)")
-    right.set_ylim(bottom=0, top=max(float(rad.max()) * 1.15, 1e-6))
-    handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-    labels = ax.get_legend_handles_labels()[1] + right.get_legend_handles_labels()[1]
-    ax.legend(handles, labels, fontsize="small", loc="upper right")
-    ax.set_title(f"Vulnerability per {score_name} decile")
-    return save_figure(fig, path)

@@ -15,7 +15,7 @@ def distill_plots(summary: Sequence[dict], out_dir, ev: EvalSpec) -> list[Path]:
     as dashed lines) and against the TAS (one marker per method, one point per teacher)."""
     import numpy as np
 
-    from ..plots import new_figure, save_figure
+    from ...plotting import new_figure, save_figure
 
     out = Path(out_dir)
     use_aa = ev.autoattack and any(s.get("autoattack_acc_mean") is not None for s in summary

@@ -1,0 +1,32 @@
+"""Figure helpers shared by every module that draws (matplotlib, Agg canvas, atomic PNG).
+
+Figures are built on :class:`matplotlib.figure.Figure` with an Agg canvas, never through
+``pyplot``'s global state, so plotting works headless and in threads. Bottom layer: imports
+only :mod:`samplewise.io`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .io import atomic_path
+
+
+def new_figure(ncols: int = 1, *, width: float = 4.6, height: float = 3.6, nrows: int = 1):
+    """A figure with ``nrows`` x ``ncols`` axes on an Agg canvas; returns ``(fig, axes)`` with
+    the axes in row-major order."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, [ax for row in axes for ax in row]
+
+
+def save_figure(fig, path) -> Path:
+    """Write ``fig`` as a PNG through a temporary file and an atomic rename."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    return path
