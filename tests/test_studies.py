@@ -351,4 +351,4 @@ def test_study_command(digits_study, capsys, monkeypatch):
                               "--cells", "3/2"])
     with pytest.raises(SamplewiseError, match="1 <= i <= n"):
         study_cmd.run(args)
-    assert "coreset" in study_cmd.STUDIES
+    assert "coreset" in study_cmd.SUBCOMMANDS

@@ -153,7 +153,7 @@ def test_cli_distill(tmp_path, given_teacher, capsys):
 
     from samplewise.commands import study as study_cmd
 
-    assert "distill" in study_cmd.STUDIES
+    assert "distill" in study_cmd.SUBCOMMANDS
     cfg = raw(given_teacher)
     cfg["teachers"] = [cfg["teachers"][1]]
     cfg["grid"] = {"methods": ["ard"]}

@@ -17,14 +17,11 @@ def main() -> None:
     print("Every command prints one line `samplewise: error: ...` and exits with status 2 on a")
     print("user mistake (unknown name, bad value, missing or corrupt file); see `reliability.md`.\n")
     print("| command | what it does |\n| --- | --- |")
-    for name, (_, help_) in COMMANDS.items():
-        print(f"| `samplewise {name}` | {help_} |")
+    for name, module in COMMANDS.items():
+        print(f"| `samplewise {name}` | {module.HELP} |")
     print()
-    from samplewise.commands.analyze import ANALYSES
-    from samplewise.commands.study import STUDIES
-    nested = {"study": STUDIES, "analyze": ANALYSES}
-    for name in COMMANDS:
-        for argv in [[name]] + [[name, sub] for sub in nested.get(name, {})]:
+    for name, module in COMMANDS.items():
+        for argv in [[name]] + [[name, sub] for sub in getattr(module, "SUBCOMMANDS", {})]:
             buf = io.StringIO()
             with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):
                 parser.parse_args([*argv, "--help"])

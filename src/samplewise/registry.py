@@ -48,6 +48,12 @@ class Registry:
 
         return deco
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (e.g. a plug-in a test registered); unknown names are an error."""
+        if name not in self._entries:
+            raise SamplewiseError(f"unknown {self.kind} '{name}'; choose from: {', '.join(self.names())}")
+        del self._entries[name]
+
     def names(self, include_prefix: bool = True) -> list[str]:
         """Registered names in registration order (prefix entries shown as ``name:ARG``)."""
         return [e.name + (":ARG" if e.prefix else "") for e in self._entries.values()

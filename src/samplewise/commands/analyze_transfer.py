@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+HELP = ("Adversarial transferability: the share of the student's own PGD examples on held-out "
+        "data that also fool the teacher (overall and among those that fool the student).")
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", required=True, help="teacher: model file, run dir or robustbench:ID")
@@ -18,8 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
-    """Adversarial transferability: the share of the student's own PGD examples on held-out data
-    that also fool the teacher (overall and among those that fool the student)."""
+    """Measure the transfer rate, print it as JSON (``--out``: also write it)."""
     from .. import io
     from ..data import load_dataset
     from ..models import load_model, load_teacher

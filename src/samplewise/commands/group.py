@@ -1,46 +1,38 @@
-"""``SubcommandGroup``: a command whose sub-subcommands live in a registry (``samplewise study
-<name>``, ``samplewise analyze <name>``), so another module can add its own."""
+"""The one way to add a command: a module with ``HELP``, ``add_arguments(parser)`` and
+``run(args) -> int | None``, listed by name in a mapping of commands.
+
+The top level (``samplewise.cli.COMMANDS``) and the commands with subcommands (``study``,
+``analyze``: their ``SUBCOMMANDS``) use the same two functions below: :func:`add_commands` adds
+one subparser per listed module, :func:`run_command` calls the chosen module's ``run``.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+from types import ModuleType
+from typing import Mapping
 
 from ..errors import SamplewiseError
 
-Handler = tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+#: what every command module exposes
+CONTRACT = ("HELP", "add_arguments", "run")
 
 
-def _help(fn: Callable) -> str:
-    """The first paragraph of ``fn``'s docstring on one line: the sub-subcommand's help."""
-    return (fn.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+def add_commands(parser: argparse.ArgumentParser, commands: Mapping[str, ModuleType], dest: str,
+                 metavar: str | None = None) -> None:
+    """One subparser of ``parser`` per ``name -> module`` of ``commands``, with the module's
+    ``HELP`` as help and description and its ``add_arguments`` for the options; the chosen name
+    goes to ``args.<dest>``."""
+    sub = parser.add_subparsers(dest=dest, metavar=metavar, parser_class=type(parser))
+    for name, module in commands.items():
+        module.add_arguments(sub.add_parser(name, help=module.HELP, description=module.HELP))
 
 
-class SubcommandGroup:
-    """Sub-subcommands kept in ``entries`` (name -> ``(add_arguments, run)``).
-
-    Args:
-        dest: the argparse attribute that holds the chosen name (e.g. ``"study"``).
-        noun: what the user must name, for the error without one (e.g. ``"a study"``).
-        entries: the registry, shared with the owning module (which exposes it).
-    """
-
-    def __init__(self, dest: str, noun: str, entries: dict[str, Handler]):
-        self.dest, self.noun, self.entries = dest, noun, entries
-
-    def register(self, name: str, add_args: Callable, run_fn: Callable) -> None:
-        """Add a sub-subcommand; the first docstring paragraph of ``run_fn`` is its help."""
-        self.entries[name] = (add_args, run_fn)
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        """One sub-subcommand per registered entry."""
-        sub = parser.add_subparsers(dest=self.dest, metavar=self.dest.upper(),
-                                    parser_class=type(parser))
-        for name, (add, run_fn) in self.entries.items():
-            add(sub.add_parser(name, help=_help(run_fn), description=_help(run_fn)))
-
-    def run(self, args: argparse.Namespace) -> int:
-        name = getattr(args, self.dest, None)
-        if name is None:
-            raise SamplewiseError(f"name {self.noun}: {', '.join(self.entries)}")
-        return self.entries[name][1](args)
+def run_command(args: argparse.Namespace, commands: Mapping[str, ModuleType], dest: str,
+                noun: str) -> int | None:
+    """Run the module named by ``args.<dest>``; without a name, a :class:`SamplewiseError` that
+    lists the choices (``name <noun>: a, b``)."""
+    name = getattr(args, dest, None)
+    if name is None:
+        raise SamplewiseError(f"name {noun}: {', '.join(commands)}")
+    return commands[name].run(args)

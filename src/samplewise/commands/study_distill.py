@@ -1,0 +1,24 @@
+"""``samplewise study distill``: the adversarial distillation study."""
+
+from __future__ import annotations
+
+import argparse
+
+from .study_common import add_study_arguments, cells_share, print_summary
+
+HELP = ("Adversarial distillation study: teachers (given or trained by the study) x methods x "
+        "seeds; student robustness against teacher robustness and TAS.")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``samplewise study distill``: those of every study."""
+    add_study_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run (or with ``--report`` only report) the study, print its summary."""
+    from ..studies.distill import run_distill_study
+
+    res = run_distill_study(args.config, args.out, cells=cells_share(args), device=args.device,
+                            report_only=args.report)
+    return print_summary(res)
