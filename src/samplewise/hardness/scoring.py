@@ -32,7 +32,7 @@ from ..errors import SamplewiseError
 from ..models import load_model
 from ..objectives import resolve_recipe
 from ..runinfo import __version__
-from ..runs import check_resumable, holds_out_dir, load_bundle, prepare_out_dir, run_training
+from ..runs import holds_out_dir, load_bundle, prepare_out_dir, run_training
 from ..train import CHECKPOINT, Hook, load_hook_states
 from ..formats.scores import FORMAT, SCORE_NAMES, ScoreTable
 from .trackers import (EvalPassTracker, OnlineAIGNTracker, PNorm, TrainingDynamicsTracker,
@@ -122,14 +122,14 @@ def score(cfg: TrainConfig, out_dir: str | Path, *, mode: str = "checkpoint", p:
         return _load_same(path, cfg, settings)
     path.unlink(missing_ok=True)  # a stale file must never pass for this run's scores
     device = device or cfg.device
-    if resume and (out / "result.json").exists() and (out / "model.pt").exists():
-        check_resumable(out, cfg)
+    finished = resume and (out / "result.json").exists() and (out / "model.pt").exists()
+    # a finished run is checked against this recipe and returned as it is (no training)
+    run_training(cfg, out, resume=resume, overwrite=overwrite, hooks=[*trackers, *hooks],
+                 device=device)
+    if finished:
         _restore_trackers(out, trackers, cfg.epochs)
-    else:
-        run_training(cfg, out, resume=resume, overwrite=overwrite, hooks=[*trackers, *hooks],
-                     device=device)
-        if not distributed.current().is_main:
-            return None  # every rank holds the merged tracker state; rank 0 writes the file
+    elif not distributed.current().is_main:
+        return None  # every rank holds the merged tracker state; rank 0 writes the file
     bundle = load_bundle(cfg)
     meta = {**settings, "fingerprint": bundle.fingerprint, "num_train": bundle.index_size,
             "model_args": dict(cfg.model_args), "window": None if window is None else list(window),
