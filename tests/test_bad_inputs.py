@@ -526,16 +526,17 @@ def _killed_run(name: str) -> str:
 
 def test_resume_with_another_architecture_is_refused(here, capsys):
     run = _killed_run("run-arch")
-    fails(capsys, ["train", "--model", "mlp", "--epochs", "1", "--out", run, "--resume"],
-          f"{run}/checkpoint.pt holds a different architecture (cnn-small {{'width': 1.0, 'bn': "
-          "False}) than this run (mlp {'hidden': 256, 'depth': 2}); resume with the run's own "
-          "settings or pass --overwrite", keep=[f"{run}/checkpoint.pt", f"{run}/metrics.jsonl"])
+    fails(capsys, ["train", "--model", "mlp", "--epochs", "1", "--out", run, "--resume",
+                   "--set", "eval_n=10", "eval_steps=1", "monitor_steps=1"],
+          f"{run} was run with model='cnn-small', but this run asks for model='mlp'; resume with "
+          "the run's own settings or pass --overwrite",
+          keep=[f"{run}/checkpoint.pt", f"{run}/metrics.jsonl"])
 
 
 def test_refused_resume_keeps_config_yaml(here, capsys):
     run = _killed_run("run-arch-config")
     fails(capsys, ["train", "--model", "mlp", "--epochs", "1", "--out", run, "--resume"],
-          "different architecture", exact=False, keep=[f"{run}/config.yaml"])
+          "was run with model='cnn-small'", exact=False, keep=[f"{run}/config.yaml"])
 
 
 def test_resume_from_a_truncated_checkpoint(here, capsys):

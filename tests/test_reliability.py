@@ -360,7 +360,8 @@ def test_resume_of_a_finished_run_with_a_damaged_result_json(outputs, tmp_path, 
     data = (run / "result.json").read_bytes()
     (run / "result.json").write_bytes(data[: len(data) // 2])
     code = main(["-q", "train", "--model", "mlp", "--epochs", "2", "--train-size", "300",
-                 "--out", str(run), "--resume"])
+                 "--out", str(run), "--resume", "--set", "eval_n=20", "eval_steps=1",
+                 "monitor_steps=1"])  # the run's own recipe: another one is refused first
     err = capsys.readouterr().err.strip()
     if code == 0:  # recovered: the result was evaluated again from the checkpoint
         assert 0 <= json.loads((run / "result.json").read_text())["clean_acc"] <= 1

@@ -11,6 +11,10 @@ Recipe defaults: the keys of :data:`RECIPE_KEYS` are ``None`` in :class:`TrainCo
 objectives' ``weight_decay=2e-4``), else from the code default. ``samplewise.runs.run_training``
 does that for the command line and the Python API alike, so both train the same recipe.
 
+Recipe and runtime: every key is the recipe (what is trained) except :data:`RUNTIME_KEYS`
+(where and how fast). Whether a config describes a run already made (a resume, a study's cached
+cell, a score file's reuse) is decided by :func:`check_same_run` alone, from the recipe.
+
 Example:
     >>> cfg = load_config(TrainConfig, overrides=["epochs=3", "lr=0.05"])
     >>> cfg.epochs, cfg.lr
@@ -76,6 +80,20 @@ class TrainConfig:
     tensorboard: bool = False              # per-epoch metrics as TensorBoard scalars in RUN/tb/
 
 
+#: keys that say where and how fast a run trains, never what it learns: a run resumed, or a study
+#: cell reused, with other values of these is the same run (:func:`same_run`). ``channels_last``
+#: and ``compile`` change the float rounding at most, as ``threads`` or ``device`` do; ``amp``
+#: (bf16 arithmetic) changes the numerics and belongs to the recipe
+RUNTIME_KEYS = frozenset({"device", "threads", "channels_last", "compile", "data_root", "download",
+                          "progress", "tensorboard"})
+#: recipe facts a run records in its ``config.yaml`` beside its keys, compared when both sides
+#: have them: the data trained on, by content (a ``subset`` file is named by a path, which is a
+#: location; its indices' checksum is the recipe)
+CONTENT_KEYS = ("fingerprint", "subset_checksum")
+#: keys whose ``None`` means "the component's default", resolved when the run starts (the card's
+#: ε and step, the objective's recipe): a wanted ``None`` matches any recorded value
+DEFAULTED_KEYS = frozenset({"eps", "alpha", "weight_decay"})
+
 _SCHEDULES = ("multistep", "cosine", "onecycle", "constant")
 
 #: keys an objective's recipe may set (``Objective.recipe``), with their code defaults; they stay
@@ -101,6 +119,61 @@ def with_recipe(cfg: TrainConfig, recipe: Optional[dict] = None) -> TrainConfig:
     fill = {k: coerce(TrainConfig, k, recipe.get(k, default)) for k, default in RECIPE_KEYS.items()
             if getattr(cfg, k) is None}
     return dataclasses.replace(cfg, **fill) if fill else cfg
+
+
+def recipe_of(cfg, extra: tuple = ()) -> dict:
+    """What a run trains: a :class:`TrainConfig`, or a run's saved ``config.yaml`` mapping, as
+    plain data without the :data:`RUNTIME_KEYS` and the ``subset`` path (plus the
+    :data:`CONTENT_KEYS` a mapping records). Keys an older ``config.yaml`` lacks are absent. ``extra``: further keys
+    of a mapping that belong to what was made from the run (a score file's ``mode``), kept too.
+
+    Example:
+        >>> "device" in recipe_of(TrainConfig()), recipe_of(TrainConfig())["lr"]
+        (False, 0.1)
+    """
+    data = to_dict(cfg) if isinstance(cfg, TrainConfig) else dict(cfg)
+    keys = [f.name for f in fields(TrainConfig)
+            if f.name not in RUNTIME_KEYS and f.name != "subset"] + [*CONTENT_KEYS, *extra]
+    return {k: list(data[k]) if isinstance(data[k], tuple) else data[k] for k in keys if k in data}
+
+
+def run_differences(saved, wanted, extra: tuple = ()) -> list[str]:
+    """The recipe keys in which ``wanted`` is not the run ``saved`` (either a
+    :class:`TrainConfig` or a ``config.yaml`` mapping); empty: the same run.
+
+    Only keys both sides state are compared (an older ``config.yaml`` lacks some), and a wanted
+    ``None`` of a :data:`DEFAULTED_KEYS` key matches any saved value.
+
+    Example:
+        >>> run_differences(TrainConfig(lr=0.1), TrainConfig(lr=0.1, threads=2, device="cpu"))
+        []
+        >>> run_differences(TrainConfig(lr=0.1), TrainConfig(lr=0.05))
+        ['lr']
+    """
+    have, want = recipe_of(saved, extra), recipe_of(wanted, extra)
+    return [k for k, v in want.items()
+            if k in have and have[k] != v and not (v is None and k in DEFAULTED_KEYS)]
+
+
+def same_run(saved, wanted) -> bool:
+    """Whether ``wanted`` describes the run ``saved`` (:func:`run_differences` is empty)."""
+    return not run_differences(saved, wanted)
+
+
+def check_same_run(saved, wanted, *, where, extra: tuple = (), asker: str = "this run",
+                   remedy: str = "resume with the run's own settings or pass --overwrite") -> None:
+    """Refuse, naming every differing key, to take ``wanted`` for the run ``saved`` (the one
+    verdict behind a resume, a study's cached cell and a score file's reuse).
+
+    Example:
+        >>> check_same_run({"epochs": 3}, TrainConfig(epochs=3, device="cpu"), where="runs/a")
+    """
+    diff = run_differences(saved, wanted, extra)
+    if diff:
+        have, want = recipe_of(saved, extra), recipe_of(wanted, extra)
+        was = ", ".join(f"{k}={have[k]!r}" for k in diff)
+        now = ", ".join(f"{k}={want[k]!r}" for k in diff)
+        raise SamplewiseError(f"{where} was run with {was}, but {asker} asks for {now}; {remedy}")
 
 
 def validate_train(cfg: TrainConfig) -> TrainConfig:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from . import distributed, io, runlock
-from .config import TrainConfig, dump_yaml, to_dict
+from .config import TrainConfig, check_same_run, dump_yaml, read_yaml, to_dict
 from .data import DataBundle, load_dataset
 from .errors import SamplewiseError
 from .evaluate import evaluate
@@ -105,6 +105,7 @@ def run_training(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
     """
     out = prepare_out_dir(out_dir, resume, overwrite)
     if resume and (out / "result.json").exists() and (out / "model.pt").exists():
+        check_resumable(out, cfg)
         log.info("%s is already finished", out)
         try:
             return json.loads((out / "result.json").read_text())
@@ -139,8 +140,10 @@ def run_training(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
     resolved = {**to_dict(cfg), "epochs_run": epochs, "n_train": n_train,
                 "fingerprint": bundle.fingerprint, "objective_settings": objective.settings(),
                 "world_size": env.world_size, **provenance()}
+    if subset is not None:
+        resolved["subset_checksum"] = checksum(subset)
     if resume:
-        _check_resumable(out, model)
+        check_resumable(out, resolved)
     board = _tensorboard(cfg, out, resume, env.is_main)
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)  # only once every input has been validated
@@ -217,17 +220,13 @@ def _tensorboard(cfg: TrainConfig, out: Path, resume: bool, main: bool):
     return hook if main else None
 
 
-def _check_resumable(out: Path, model) -> None:
-    """Refuse, before anything is written, to resume a checkpoint of another architecture."""
-    state = io.torch_load(out / CHECKPOINT, "checkpoint")
-    saved = state.get("model", {}) if isinstance(state, dict) else {}
-    mine = {"arch": model.arch, "arch_kwargs": dict(model.arch_kwargs)}
-    theirs = {"arch": saved.get("arch"), "arch_kwargs": saved.get("arch_kwargs")}
-    if mine != theirs:
-        raise SamplewiseError(f"{out / CHECKPOINT} holds a different architecture "
-                              f"({theirs['arch']} {theirs['arch_kwargs']}) than this run "
-                              f"({mine['arch']} {mine['arch_kwargs']}); resume with the run's own "
-                              "settings or pass --overwrite")
+def check_resumable(out: Path, cfg) -> None:
+    """Refuse, before anything is written, to resume ``out`` with another recipe than its
+    ``config.yaml`` records (:func:`samplewise.config.check_same_run`; runtime keys may differ).
+    ``cfg``: a :class:`TrainConfig` or the resolved mapping :func:`run_training` writes."""
+    saved = out / "config.yaml"
+    if saved.is_file():
+        check_same_run(read_yaml(saved), cfg, where=str(out))
 
 
 def _ddp(model, env):

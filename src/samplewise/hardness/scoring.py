@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .. import distributed, io
-from ..config import TrainConfig, to_dict, validate_train
+from ..config import TrainConfig, check_same_run, to_dict, validate_train
 from ..data import DataBundle
 from ..errors import SamplewiseError
 from ..models import load_model
@@ -42,8 +42,8 @@ log = logging.getLogger(__name__)
 
 SCORES_FILE = "scores.npz"
 MODES = ("checkpoint", "online")
-#: meta keys a resumed run must share with the score file already in its directory
-_SAME_RUN = ("dataset", "model", "epochs", "seed", "train_size", "mode", "p", "track_every")
+#: the score file's own settings, compared with the recipe when a resumed run finds one
+SCORING_KEYS = ("mode", "p", "track_every")
 
 
 def make_trackers(mode: str = "checkpoint", *, p: PNorm = 2, track_every: int = 1,
@@ -119,16 +119,17 @@ def score(cfg: TrainConfig, out_dir: str | Path, *, mode: str = "checkpoint", p:
     settings = {"dataset": cfg.dataset, "model": cfg.model, "epochs": cfg.epochs, "seed": cfg.seed,
                 "train_size": cfg.train_size, "mode": mode, "p": p, "track_every": track_every}
     if resume and path.exists():
-        return _load_same(path, settings)
+        return _load_same(path, cfg, settings)
     path.unlink(missing_ok=True)  # a stale file must never pass for this run's scores
     device = device or cfg.device
-    if resume and (out / "result.json").exists() and (out / "model.pt").exists():
+    finished = resume and (out / "result.json").exists() and (out / "model.pt").exists()
+    # a finished run is checked against this recipe and returned as it is (no training)
+    run_training(cfg, out, resume=resume, overwrite=overwrite, hooks=[*trackers, *hooks],
+                 device=device)
+    if finished:
         _restore_trackers(out, trackers, cfg.epochs)
-    else:
-        run_training(cfg, out, resume=resume, overwrite=overwrite, hooks=[*trackers, *hooks],
-                     device=device)
-        if not distributed.current().is_main:
-            return None  # every rank holds the merged tracker state; rank 0 writes the file
+    elif not distributed.current().is_main:
+        return None  # every rank holds the merged tracker state; rank 0 writes the file
     bundle = load_bundle(cfg)
     meta = {**settings, "fingerprint": bundle.fingerprint, "num_train": bundle.index_size,
             "model_args": dict(cfg.model_args), "window": None if window is None else list(window),
@@ -192,12 +193,12 @@ def scores_from_model(model: nn.Module, bundle: DataBundle, p: PNorm = 2, *,
                       features=out["features"][order].numpy().astype(np.float16), meta=meta)
 
 
-def _load_same(path: Path, settings: dict) -> ScoreTable:
+def _load_same(path: Path, cfg: TrainConfig, settings: dict) -> ScoreTable:
+    """The score file of this very run (its recipe and :data:`SCORING_KEYS`), else refused."""
     table = ScoreTable.load(path)
-    for key, want in settings.items():
-        if table.meta.get(key) != want:
-            raise SamplewiseError(f"{path} holds scores for {key}={table.meta.get(key)!r}, not "
-                                  f"{want!r}; pass --overwrite to score again")
+    saved = {**table.meta, **(table.meta.get("config") or {})}  # an older file: meta keys only
+    check_same_run(saved, {**to_dict(cfg), **settings}, where=str(path), extra=SCORING_KEYS,
+                   remedy="pass --overwrite to score again")
     log.info("%s is already scored", path)
     return table
 

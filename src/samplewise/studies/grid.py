@@ -49,10 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
-import yaml
-
 from .. import io, preemption, runlock
-from ..config import TrainConfig, build, read_yaml, to_dict, validate_train, with_recipe
+from ..config import TrainConfig, build, check_same_run, read_yaml, validate_train, with_recipe
 from ..errors import SamplewiseError
 
 log = logging.getLogger(__name__)
@@ -61,11 +59,6 @@ CELLS_DIR = "cells"
 AUTOATTACK_FILE = "autoattack.json"
 LADDER_FILE = "ladder.json"
 TOP_KEYS = ("study", "base", "grid", "seeds", "eval")
-#: TrainConfig keys a cell's settings may differ in from its saved config.yaml without being stale
-#: (channels_last and compile change the speed, not the maths)
-_VOLATILE = ("eps", "alpha", "progress", "device", "threads", "data_root", "download", "subset",
-             "channels_last", "compile")
-
 
 # ----------------------------------------------------------------------------- configuration
 @dataclass(frozen=True)
@@ -432,18 +425,13 @@ def is_finished(path: Path) -> bool:
 
 
 def check_same_settings(cell: Cell, path: Path) -> None:
-    """Refuse to reuse a cell directory that was run with other settings (a changed config)."""
+    """Refuse to reuse a cell directory that was run with another recipe (a changed config);
+    runtime keys may differ (:func:`samplewise.config.check_same_run`)."""
     saved_path = path / "config.yaml"
     if not saved_path.is_file():
         return
-    saved = yaml.safe_load(saved_path.read_text()) or {}
-    want = to_dict(cell.cfg)
-    diff = [k for k, v in want.items() if k not in _VOLATILE and k in saved and saved[k] != v]
-    diff += [k for k in ("eps", "alpha") if want[k] is not None and saved.get(k) != want[k]]
-    if diff:
-        k = diff[0]
-        raise SamplewiseError(f"{path} was run with {k}={saved.get(k)!r}, but the study now asks "
-                              f"for {k}={want[k]!r}; use another --out or delete that cell")
+    check_same_run(read_yaml(saved_path), cell.cfg, where=str(path), asker="the study now",
+                   remedy="use another --out or delete that cell")
 
 
 def run_cell(cell: Cell, path: Path, ev: EvalSpec, *, device: Optional[str] = None) -> str:
