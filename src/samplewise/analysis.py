@@ -53,6 +53,7 @@ from .formats.scores import ScoreTable
 from .models.layout import fast_layout
 from .plotting import new_figure, save_figure
 from .runinfo import derived_generator
+from .threat import ThreatModel, card_step_ratio
 
 log = logging.getLogger(__name__)
 
@@ -198,9 +199,11 @@ def vulnerability(model: nn.Module, bundle: DataBundle, table: ScoreTable, *,
     """
     table.check_dataset(bundle.fingerprint, bundle.card.name)
     card = getattr(model, "card", None) or bundle.card
-    eps = float(card.eps if eps is None else eps)
+    ratio = float(alpha_ratio if alpha_ratio is not None else card_step_ratio(card))
+    threat = ThreatModel.resolve(card, eps=eps, steps=steps, random_start=random_start,
+                                 card_step="ratio")  # the step at every radius: ratio * radius
+    eps = threat.eps
     max_eps = float(min(4 * eps, 1.0) if max_eps is None else max_eps)
-    ratio = float(alpha_ratio if alpha_ratio is not None else card.alpha / card.eps)
     for name, v in (("eps", eps), ("tol", tol), ("max_eps", max_eps), ("alpha_ratio", ratio)):
         if not (math.isfinite(v) and v > 0):
             raise SamplewiseError(f"{name} must be > 0, got {v}")
@@ -221,8 +224,8 @@ def vulnerability(model: nn.Module, bundle: DataBundle, table: ScoreTable, *,
             y = split.y[start:start + batch_size].to(device)
             correct = predict(model, x) == y
             gen = derived_generator(seed, 7919, b)
-            x_adv = pgd(model, x, y, eps=eps, alpha=ratio * eps, steps=steps,
-                        random_start=random_start, generator=gen)
+            x_adv = pgd(model, x, y, eps=eps, alpha=ratio * eps, steps=threat.steps,
+                        random_start=threat.random_start, generator=gen)
             radius, censored, iters = pgd_radius(model, x, y, max_eps=max_eps, steps=steps, tol=tol,
                                                  alpha_ratio=ratio, random_start=random_start,
                                                  seed=seed, salt=b)
