@@ -541,8 +541,9 @@ def ladder_cell(cell: Cell, path: Path, ev: EvalSpec, *, device: Optional[str] =
     test = load_bundle(cell.cfg).test
     for r in todo:
         threat = ThreatModel.resolve(None, eps=r, steps=ev.pgd_steps)  # step r/4
-        radii[str(r)] = evaluate(model, test, attack="pgd", threat=threat, n=ev.n,
-                                 batch_size=ev.batch_size, seed=0, device=device)
+        radii[str(r)] = evaluate(model, test, attack="pgd", eps=threat.eps, alpha=threat.alpha,
+                                 steps=threat.steps, n=ev.n, batch_size=ev.batch_size, seed=0,
+                                 device=device)
         io.write_json(path / LADDER_FILE, {"settings": ladder_settings(ev), "radii": radii})
     return todo
 
