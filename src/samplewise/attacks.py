@@ -34,7 +34,6 @@ from torch import nn
 
 from . import losses
 from .errors import SamplewiseError
-from .models.layout import fast_layout
 from .registry import Registry
 from .threat import THREAT_FIELDS, ThreatModel
 
@@ -197,7 +196,7 @@ def _attack(model, x, y, *, eps, alpha, steps, loss, mode, target, norm, generat
     x = x.detach()
     if isinstance(eps, float) and eps == 0.0:
         return x.clone()
-    with eval_mode(model), fast_layout(model), torch.enable_grad():
+    with eval_mode(model), torch.enable_grad():
         if loss == "kl":
             if target is None:  # the clean logits, computed once
                 with torch.no_grad():

@@ -17,7 +17,6 @@ from . import io
 from .attacks import ATTACKS, attack_contract, run_attack
 from .data import Split
 from .errors import SamplewiseError
-from .models.layout import fast_layout
 from .runinfo import derived_generator
 from .threat import ThreatModel
 
@@ -132,21 +131,20 @@ def evaluate(model: nn.Module, split: Split, *, attack: str = "pgd", eps: float 
         settings["options"] = options
     resume = _BatchState(state_path, settings)
     correct, robust = [], []
-    with fast_layout(model):  # NHWC on the CPU for the whole evaluation (samplewise.models.layout)
-        for b, i in enumerate(range(0, len(data), batch_size)):
-            if resume.has(b):  # a batch finished before the evaluation was killed
-                c, r = resume.get(b)
-                correct.append(c)
-                robust.append(r)
-                continue
-            x = _to_float(data.x[i:i + batch_size], device)
-            y = data.y[i:i + batch_size].to(device)
-            correct.append(predict(model, x) == y)
-            x_adv = run_attack(attack, model, x, y, threat, generator=gen, seed=seed + b,
-                               batch_size=batch_size, **options)
-            # a sample counts as robust only if it is also classified correctly when clean
-            robust.append(correct[-1] if x_adv is x else (predict(model, x_adv) == y) & correct[-1])
-            resume.put(b, correct[-1], robust[-1])
+    for b, i in enumerate(range(0, len(data), batch_size)):
+        if resume.has(b):  # a batch finished before the evaluation was killed
+            c, r = resume.get(b)
+            correct.append(c)
+            robust.append(r)
+            continue
+        x = _to_float(data.x[i:i + batch_size], device)
+        y = data.y[i:i + batch_size].to(device)
+        correct.append(predict(model, x) == y)
+        x_adv = run_attack(attack, model, x, y, threat, generator=gen, seed=seed + b,
+                           batch_size=batch_size, **options)
+        # a sample counts as robust only if it is also classified correctly when clean
+        robust.append(correct[-1] if x_adv is x else (predict(model, x_adv) == y) & correct[-1])
+        resume.put(b, correct[-1], robust[-1])
     correct_t = torch.cat([t.cpu() for t in correct])
     robust_t = torch.cat([t.cpu() for t in robust])
     out = {"attack": attack, "eps": float(eps),

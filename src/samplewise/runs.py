@@ -28,10 +28,11 @@ from .errors import SamplewiseError
 from .evaluate import evaluate
 from .formats.subset import checksum, read_subset, write_subset
 from .models import create_model, load_teacher, save_model
+from .models.layout import choose_layout
 from .objectives import build_objective, resolve_recipe
 from .runinfo import provenance, seed_everything
 from .threat import ThreatModel
-from .train import CHECKPOINT, FitResult, Hook, fit
+from .train import CHECKPOINT, FitResult, Hook, fit, use_channels_last
 from .transfer import TransferHistory
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,7 @@ def run_training(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
                                               "fingerprint": bundle.fingerprint})
         io.write_text(out / "config.yaml", dump_yaml(resolved))
     model.to(device)
+    choose_layout(model, use_channels_last(cfg, model, device, ddp=env.enabled))  # before DDP
     ddp = _ddp(model, env)
     history = TransferHistory() if teacher is not None else None
     hooks = [*hooks, history] if history is not None else list(hooks)
