@@ -53,6 +53,10 @@ class NormalizedModel(nn.Module):
         torch.Size([2, 10])
     """
 
+    #: its architectures never ``view`` a convolution's output, so it may run in NHWC
+    #: (:func:`samplewise.models.layout.choose_layout`)
+    nhwc_safe = True
+
     def __init__(self, net: nn.Module, card: DatasetCard, *, arch: str,
                  arch_kwargs: dict | None = None):
         super().__init__()

@@ -43,10 +43,14 @@ def is_nhwc(model: nn.Module) -> bool:
                                  if w.shape[1] > 1 and w.shape[2] * w.shape[3] > 1)
 
 
+def _samplewise_conv_net(model: nn.Module) -> bool:
+    """A :class:`~samplewise.models.NormalizedModel` (``nhwc_safe``) with 2-D convolutions."""
+    return getattr(model, "nhwc_safe", False) is True and bool(_conv_weights(model))
+
+
 def can_use_nhwc(model: nn.Module) -> bool:
     """A samplewise conv net on the CPU (the models the automatic choice puts in NHWC)."""
-    from .core import NormalizedModel
-    if not isinstance(model, NormalizedModel):
+    if not _samplewise_conv_net(model):
         return False
     weights = _conv_weights(model)
     return bool(weights) and all(w.device.type == "cpu" for w in weights)
@@ -60,8 +64,7 @@ def choose_layout(model: nn.Module, nhwc: Optional[bool] = None) -> bool:
     device, anything else left alone. True / False: NHWC / NCHW for any model with convolutions.
     """
     if nhwc is None:
-        from .core import NormalizedModel
-        if not isinstance(model, NormalizedModel) or not _conv_weights(model):
+        if not _samplewise_conv_net(model):
             return is_nhwc(model)
         nhwc = can_use_nhwc(model)
     if not _conv_weights(model):
