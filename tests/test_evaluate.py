@@ -3,7 +3,10 @@
 import pytest
 import torch
 
+import functools
 import importlib
+
+from samplewise.attacks import ATTACKS
 from samplewise.data import load_dataset
 from samplewise.errors import SamplewiseError
 from samplewise.models import create_model
@@ -33,15 +36,17 @@ def test_killed_evaluation_resumes_from_its_state_file(setup, tmp_path, monkeypa
     full = ev.evaluate(model, bundle.test, attack="autoattack", n=60, batch_size=20,
                        aa_version="custom", aa_attacks=["apgd-ce"])
     calls = {"n": 0}
-    real = ev.autoattack
+    entry, _ = ATTACKS.resolve("autoattack")  # evaluate calls attacks through the registry
+    real = entry.obj
 
+    @functools.wraps(real)
     def dies_on_third_batch(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ev, "autoattack", dies_on_third_batch)
+    monkeypatch.setattr(entry, "obj", dies_on_third_batch)
     state = tmp_path / "aa.json"
     kw = dict(attack="autoattack", n=60, batch_size=20, aa_version="custom",
               aa_attacks=["apgd-ce"], state_path=state)

@@ -1,5 +1,6 @@
-"""samplewise.models.layout: attacks and evaluations run samplewise conv nets in NHWC on the CPU,
-give the same answers as in NCHW, and hand the model back in the layout it came in."""
+"""samplewise.models.layout: the layout is chosen where a model is made or loaded (NHWC for a
+samplewise conv net on the CPU) and by fit; attacks and evaluations run the model in the layout
+it has, never converting it, and give the same answers in both layouts."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from samplewise.attacks import pgd
 from samplewise.config import TrainConfig
 from samplewise.data.cards import DatasetCard
 from samplewise.evaluate import evaluate
-from samplewise.models import create_model, wrap_external
-from samplewise.models.layout import fast_layout, is_nhwc, keep_layout, wants_nhwc
+from samplewise.models import create_model, load_model, load_teacher, save_model, wrap_external
+from samplewise.models.layout import can_use_nhwc, choose_layout, is_nhwc
 from samplewise.objectives import build_objective
 from samplewise.train import fit
 
@@ -37,29 +38,37 @@ def batch(n=8, seed=1):
     return torch.rand(n, *CARD.shape, generator=g), torch.randint(0, 10, (n,), generator=g)
 
 
-def test_pgd_runs_nhwc_and_restores_the_model():
+def test_created_and_loaded_models_are_nhwc_on_the_cpu(tmp_path):
     m = model()
-    params = [p for p in m.parameters()]
+    assert is_nhwc(m)                                   # chosen where the model is made
+    save_model(tmp_path / "m.pt", m)
+    assert is_nhwc(load_model(tmp_path / "m.pt"))
+    assert is_nhwc(load_teacher(str(tmp_path / "m.pt"), card=CARD))
+    assert not choose_layout(m, False) and not is_nhwc(m)   # NCHW on request, once
+    assert choose_layout(m) and is_nhwc(m)                  # automatic: NHWC on the CPU
+
+
+def test_pgd_runs_the_model_in_its_layout_and_both_layouts_agree():
+    m = model()
     before = {k: v.clone() for k, v in m.state_dict().items()}
+    params = list(m.parameters())
     seen = layouts_seen(m)
     x, y = batch()
-    assert not is_nhwc(m) and wants_nhwc(m)
     a = pgd(m, x, y, eps=0.1, alpha=0.02, steps=4, generator=torch.Generator().manual_seed(0))
-    assert seen and all(seen)                            # every attack forward ran in NHWC
-    assert not is_nhwc(m) and all(p.is_contiguous() for p in m.parameters())
-    assert all(p is q for p, q in zip(params, m.parameters()))   # same parameter objects
+    assert seen and all(seen) and is_nhwc(m)            # NHWC, and nothing converted it back
+    assert all(p is q for p, q in zip(params, m.parameters()))
     for k, v in m.state_dict().items():
         torch.testing.assert_close(v, before[k], rtol=0, atol=0)
     seen.clear()
-    with keep_layout():
-        b = pgd(m, x, y, eps=0.1, alpha=0.02, steps=4, generator=torch.Generator().manual_seed(0))
-    assert seen and not any(seen)
+    choose_layout(m, False)
+    b = pgd(m, x, y, eps=0.1, alpha=0.02, steps=4, generator=torch.Generator().manual_seed(0))
+    assert seen and not any(seen) and not is_nhwc(m)    # the attack left NCHW alone
     # same attack up to float rounding (a near-zero gradient may flip a sign step)
     assert (a - b).abs().gt(1e-6).float().mean() < 0.02
     assert (a - x).abs().max() <= 0.1 + 1e-6
 
 
-def test_evaluate_converts_once_and_matches_nchw():
+def test_evaluate_gives_the_same_answers_in_both_layouts():
     from samplewise.data.cards import Split
     g = torch.Generator().manual_seed(3)
     split = Split(x=(torch.rand(40, *CARD.shape, generator=g) * 255).to(torch.uint8),
@@ -67,41 +76,23 @@ def test_evaluate_converts_once_and_matches_nchw():
     m = model()
     seen = layouts_seen(m)
     fast = evaluate(m, split, attack="pgd", steps=3, batch_size=16)
-    assert seen and all(seen) and not is_nhwc(m)
-    with keep_layout():
-        plain = evaluate(m, split, attack="pgd", steps=3, batch_size=16)
+    assert seen and all(seen) and is_nhwc(m)
+    seen.clear()
+    choose_layout(m, False)
+    plain = evaluate(m, split, attack="pgd", steps=3, batch_size=16)
+    assert seen and not any(seen)
     assert fast["clean_acc"] == plain["clean_acc"]
     assert abs(fast["robust_acc"] - plain["robust_acc"]) <= 1 / 40
-
-
-def test_nested_blocks_convert_once():
-    m = model()
-    calls = []
-    real_to = m.to
-    m.to = lambda *a, **k: (calls.append(k.get("memory_format")), real_to(*a, **k))[1]
-    x, y = batch()
-    with fast_layout(m) as converted:
-        assert converted and is_nhwc(m)
-        pgd(m, x, y, eps=0.1, steps=2)
-        with fast_layout(m) as again:
-            assert not again
-    assert calls == [torch.channels_last, torch.contiguous_format]
 
 
 def test_what_is_left_alone():
     x, y = batch()
     ext = wrap_external(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(10)), CARD)
     ext(x)
-    assert not wants_nhwc(ext)                 # external modules may view conv outputs
+    assert not choose_layout(ext) and not is_nhwc(ext)  # external modules may view conv outputs
     mlp = create_model("mlp", CARD)
-    assert not wants_nhwc(mlp)                 # no convolutions
-    m = model()
-    with keep_layout():
-        assert not wants_nhwc(m)
-    m.to(memory_format=torch.channels_last)
-    assert is_nhwc(m) and not wants_nhwc(m)    # already NHWC: kept (and not converted back)
-    pgd(m, x, y, eps=0.1, steps=1)
-    assert is_nhwc(m)
+    assert not choose_layout(mlp)                       # no convolutions
+    assert not can_use_nhwc(ext) and not can_use_nhwc(mlp) and can_use_nhwc(model())
 
 
 def test_fit_trains_the_student_and_its_teacher_in_nhwc():
@@ -118,3 +109,18 @@ def test_fit_trains_the_student_and_its_teacher_in_nhwc():
     fit(student, bundle, obj, TrainConfig(epochs=1, batch_size=32, eval_n=8, progress=False))
     assert seen and all(seen) and is_nhwc(student)
     assert is_nhwc(obj.teacher)
+
+
+def test_fit_follows_channels_last_false_and_leaves_the_teacher_alone():
+    from samplewise.data.cards import DataBundle, Split, fingerprint
+    g = torch.Generator().manual_seed(5)
+    x = (torch.rand(32, *CARD.shape, generator=g) * 255).to(torch.uint8)
+    y = torch.randint(0, 10, (32,), generator=g)
+    split = Split(x=x, y=y, index=torch.arange(32))
+    bundle = DataBundle(card=CARD, train=split, test=split,
+                        fingerprint=fingerprint(x.numpy(), y.numpy()))
+    teacher, student = model(1, width=2).eval(), model(2)
+    obj = build_objective("ard", eps=0.1, alpha=0.025, steps=1, teacher=teacher)
+    fit(student, bundle, obj, TrainConfig(epochs=1, batch_size=32, eval_n=8, progress=False,
+                                          channels_last=False))
+    assert not is_nhwc(student) and is_nhwc(obj.teacher)  # fit set only its student's layout

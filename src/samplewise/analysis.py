@@ -50,9 +50,9 @@ from .data import DataBundle, load_dataset, stratified_choice
 from .errors import SamplewiseError
 from .evaluate import predict
 from .formats.scores import ScoreTable
-from .models.layout import fast_layout
 from .plotting import new_figure, save_figure
 from .runinfo import derived_generator
+from .threat import ThreatModel, card_step_ratio
 
 log = logging.getLogger(__name__)
 
@@ -198,9 +198,11 @@ def vulnerability(model: nn.Module, bundle: DataBundle, table: ScoreTable, *,
     """
     table.check_dataset(bundle.fingerprint, bundle.card.name)
     card = getattr(model, "card", None) or bundle.card
-    eps = float(card.eps if eps is None else eps)
+    ratio = float(alpha_ratio if alpha_ratio is not None else card_step_ratio(card))
+    threat = ThreatModel.resolve(card, eps=eps, steps=steps, random_start=random_start,
+                                 card_step="ratio")  # the step at every radius: ratio * radius
+    eps = threat.eps
     max_eps = float(min(4 * eps, 1.0) if max_eps is None else max_eps)
-    ratio = float(alpha_ratio if alpha_ratio is not None else card.alpha / card.eps)
     for name, v in (("eps", eps), ("tol", tol), ("max_eps", max_eps), ("alpha_ratio", ratio)):
         if not (math.isfinite(v) and v > 0):
             raise SamplewiseError(f"{name} must be > 0, got {v}")
@@ -215,21 +217,20 @@ def vulnerability(model: nn.Module, bundle: DataBundle, table: ScoreTable, *,
         raise SamplewiseError("the score file's labels differ from the dataset's")
     model = model.to(device)
     parts: dict[str, list] = {k: [] for k in ("correct", "robust", "radius", "censored")}
-    with fast_layout(model):  # NHWC on the CPU for every PGD of the bisection
-        for b, start in enumerate(range(0, len(split), batch_size)):
-            x = split.x[start:start + batch_size].to(device).float().div_(255)
-            y = split.y[start:start + batch_size].to(device)
-            correct = predict(model, x) == y
-            gen = derived_generator(seed, 7919, b)
-            x_adv = pgd(model, x, y, eps=eps, alpha=ratio * eps, steps=steps,
-                        random_start=random_start, generator=gen)
-            radius, censored, iters = pgd_radius(model, x, y, max_eps=max_eps, steps=steps, tol=tol,
-                                                 alpha_ratio=ratio, random_start=random_start,
-                                                 seed=seed, salt=b)
-            for k, v in (("correct", correct), ("robust", correct & (predict(model, x_adv) == y)),
-                         ("radius", radius), ("censored", censored)):
-                parts[k].append(v.cpu())
-            log.info("vulnerability: %d/%d samples", min(start + batch_size, len(split)), len(split))
+    for b, start in enumerate(range(0, len(split), batch_size)):
+        x = split.x[start:start + batch_size].to(device).float().div_(255)
+        y = split.y[start:start + batch_size].to(device)
+        correct = predict(model, x) == y
+        gen = derived_generator(seed, 7919, b)
+        x_adv = pgd(model, x, y, eps=eps, alpha=ratio * eps, steps=threat.steps,
+                    random_start=threat.random_start, generator=gen)
+        radius, censored, iters = pgd_radius(model, x, y, max_eps=max_eps, steps=steps, tol=tol,
+                                             alpha_ratio=ratio, random_start=random_start,
+                                             seed=seed, salt=b)
+        for k, v in (("correct", correct), ("robust", correct & (predict(model, x_adv) == y)),
+                     ("radius", radius), ("censored", censored)):
+            parts[k].append(v.cpu())
+        log.info("vulnerability: %d/%d samples", min(start + batch_size, len(split)), len(split))
     cols = {k: torch.cat(v).numpy() for k, v in parts.items()}
     correct, robust = cols["correct"].astype(bool), cols["robust"].astype(bool)
     radius, censored = cols["radius"].astype(np.float64), cols["censored"].astype(bool)

@@ -25,6 +25,7 @@ import inspect
 import logging
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence, Union
 
@@ -33,10 +34,11 @@ from torch import nn
 
 from . import losses
 from .errors import SamplewiseError
-from .models.layout import fast_layout
 from .registry import Registry
+from .threat import THREAT_FIELDS, ThreatModel
 
-__all__ = ["ATTACKS", "eval_mode", "fgsm", "pgd", "cw_inf", "autoattack"]
+__all__ = ["ATTACKS", "AttackContract", "attack_contract", "run_attack", "eval_mode", "clean",
+           "fgsm", "pgd", "cw_inf", "autoattack"]
 
 log = logging.getLogger(__name__)
 
@@ -156,19 +158,22 @@ def _random_start(x: torch.Tensor, eps: Radius, mode: str | None, norm: str,
     return x + direction * eps * u.pow(1.0 / x[0].numel())
 
 
-def _loss_fn(loss: str, y: torch.Tensor, target: torch.Tensor | None) -> Callable:
-    """Summed per-sample attack loss of the logits (sum: step direction independent of B)."""
+def _objective(model, loss, y: torch.Tensor | None, target: torch.Tensor | None) -> Callable:
+    """The summed per-sample attack loss as a function of ``x_adv`` (sum: the step direction does
+    not depend on the batch size); a callable ``loss`` is that function already."""
+    if callable(loss):
+        return loss
     if loss == "ce":
-        return lambda z: losses.ce(z, y, reduction="sum")
+        return lambda xa: losses.ce(model(xa), y, reduction="sum")
     if loss == "kl":
-        return lambda z: losses.kl(target, z, reduction="sum")
+        return lambda xa: losses.kl(target, model(xa), reduction="sum")
     if loss == "cw":
-        return lambda z: losses.cw_margin(z, y, reduction="sum")
-    return lambda z: losses.dlr(z, y, reduction="sum")
+        return lambda xa: losses.cw_margin(model(xa), y, reduction="sum")
+    return lambda xa: losses.dlr(model(xa), y, reduction="sum")
 
 
-def _run_pgd(model, x, loss_fn, *, eps, alpha, steps, norm, start) -> torch.Tensor:
-    """The PGD loop: ``x_{t+1} = Proj(x_t + alpha * dir(grad))``; returns a detached tensor."""
+def _run_pgd(x, objective, *, eps, alpha, steps, norm, start) -> torch.Tensor:
+    """The PGD loop: ``x_{t+1} = Proj(x_t + alpha * dir(grad objective(x_t)))``; detached result."""
     if norm == "linf":
         lo, hi = (x - eps).clamp(min=0.0), (x + eps).clamp(max=1.0)
         x_adv = torch.max(torch.min(start, hi), lo)
@@ -176,7 +181,7 @@ def _run_pgd(model, x, loss_fn, *, eps, alpha, steps, norm, start) -> torch.Tens
         x_adv = _project_l2(start, x, eps)
     for _ in range(steps):
         x_adv = x_adv.detach().requires_grad_(True)
-        grad, = torch.autograd.grad(loss_fn(model(x_adv)), x_adv)
+        grad, = torch.autograd.grad(objective(x_adv), x_adv)
         with torch.no_grad():
             if norm == "linf":
                 x_adv = torch.max(torch.min(x_adv + alpha * grad.sign(), hi), lo)
@@ -191,20 +196,22 @@ def _attack(model, x, y, *, eps, alpha, steps, loss, mode, target, norm, generat
     x = x.detach()
     if isinstance(eps, float) and eps == 0.0:
         return x.clone()
-    with eval_mode(model), fast_layout(model), torch.enable_grad():
+    with eval_mode(model), torch.enable_grad():
         if loss == "kl":
             if target is None:  # the clean logits, computed once
                 with torch.no_grad():
                     target = model(x)
             target = target.detach()
         start = _random_start(x, eps, mode, norm, generator)
-        return _run_pgd(model, x, _loss_fn(loss, y, target), eps=eps, alpha=alpha, steps=steps,
+        return _run_pgd(x, _objective(model, loss, y, target), eps=eps, alpha=alpha, steps=steps,
                         norm=norm, start=start)
 
 
-@ATTACKS.register("pgd", help="projected gradient descent (Madry et al. 2018), L-inf or L2")
-def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Radius, alpha: Radius | None = None,
-        steps: int = 10, loss: str = "ce", random_start: bool | str = True,
+@ATTACKS.register("pgd", help="projected gradient descent (Madry et al. 2018), L-inf or L2",
+                  threat=("norm", "eps", "alpha", "steps", "random_start"), eval_steps=20)
+def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, *, eps: Radius,
+        alpha: Radius | None = None, steps: int = 10, loss: str | Callable = "ce",
+        random_start: bool | str = True,
         target: torch.Tensor | None = None, norm: str = "linf",
         generator: torch.Generator | None = None) -> torch.Tensor:
     """Projected gradient ascent (PGD-k, Madry et al. 2018, "Towards deep learning models
@@ -222,7 +229,9 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Radius, alph
         alpha: step > 0; default ``eps / 4`` (CIFAR: 8/255 -> 2/255).
         steps: iterations k >= 0 (default 10, the training setting; evaluation uses 20).
         loss: ``"ce"`` (default), ``"kl"`` (maximise ``KL(softmax(target) || softmax(f(x')))``),
-            ``"cw"`` (margin ``max_{j!=y} z_j - z_y``) or ``"dlr"`` (Croce & Hein 2020).
+            ``"cw"`` (margin ``max_{j!=y} z_j - z_y``), ``"dlr"`` (Croce & Hein 2020), or a
+            callable ``loss(x_adv) -> scalar``: the summed objective to maximise, which calls
+            the model itself (distillation's inner maximisation; ``y`` may then be None).
         random_start: ``True``/``"uniform"`` (default), ``False``, or ``"normal"``
             (``x + 0.001 * N(0, I)``, the TRADES start).
         target: ``(B, K)`` reference logits for ``"kl"``; default: the model's clean logits,
@@ -237,12 +246,13 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Radius, alph
         >>> g = torch.Generator().manual_seed(0)
         >>> x_adv = pgd(model, x, y, eps=8 / 255, alpha=2 / 255, steps=20, generator=g)
     """
-    _check_inputs(x, y)
+    if not (callable(loss) and y is None):
+        _check_inputs(x, y)
     eps = _check_radius(eps, "eps", x, positive=False)
     alpha = eps / 4 if alpha is None else _check_radius(alpha, "alpha", x, positive=True)
     steps = _check_steps(steps)
     mode = _start_mode(random_start)
-    if loss not in PGD_LOSSES:
+    if not callable(loss) and loss not in PGD_LOSSES:
         raise SamplewiseError(f"unknown PGD loss {loss!r}; choose from: {', '.join(PGD_LOSSES)}")
     norm = str(norm).lower()
     if norm not in NORMS:
@@ -253,7 +263,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Radius, alph
                    target=target, norm=norm, generator=generator)
 
 
-@ATTACKS.register("fgsm", help="FGSM (Goodfellow et al. 2015) / FGSM-RS (Wong et al. 2020), L-inf")
+@ATTACKS.register("fgsm", help="FGSM (Goodfellow et al. 2015) / FGSM-RS (Wong et al. 2020), L-inf",
+                  threat=("eps",), eval_steps=1)
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Radius, alpha: Radius | None = None,
          random_start: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
     """Fast gradient sign method, L-inf (Goodfellow et al. 2015) and its random-start variant
@@ -284,7 +295,8 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Radius, alp
                    generator=generator)
 
 
-@ATTACKS.register("cw", help="CW-inf: PGD-30 on the Carlini-Wagner margin loss, L-inf")
+@ATTACKS.register("cw", help="CW-inf: PGD-30 on the Carlini-Wagner margin loss, L-inf",
+                  threat=("eps", "alpha", "steps"), eval_steps=30)
 def cw_inf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Radius, alpha: Radius | None = None,
            steps: int = 30, generator: torch.Generator | None = None) -> torch.Tensor:
     """CW-inf: L-inf PGD on the Carlini-Wagner margin ``max_{j!=y} z_j - z_y`` (Carlini & Wagner
@@ -390,7 +402,8 @@ def _kept_tracer() -> Iterator[None]:
         sys.settrace(tracer)
 
 
-@ATTACKS.register("autoattack", help="AutoAttack (Croce & Hein 2020) through pyautoattack")
+@ATTACKS.register("autoattack", help="AutoAttack (Croce & Hein 2020) through pyautoattack",
+                  threat=("norm", "eps"), eval_steps=0)
 def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, version: str = "standard",
                attacks: Sequence[str] | None = None, batch_size: int = 256, seed: int = 0,
                state_path: str | Path | None = None, norm: str = "Linf",
@@ -447,3 +460,84 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
             raise SamplewiseError(f"autoattack: {exc}") from None
     x_adv = result[0] if isinstance(result, (tuple, list)) else result
     return x_adv.detach().to(x.device)
+
+
+@ATTACKS.register("clean", help="no attack (x_adv = x): the robust accuracy is the clean accuracy",
+                  threat=(), eval_steps=0)
+def clean(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The empty attack: returns ``x`` unchanged (detached), so an evaluation with it measures
+    clean accuracy."""
+    _check_inputs(x, y)
+    return x if not x.requires_grad else x.detach()
+
+
+# --- the calling contract every registered attack follows --------------------------------------
+
+#: keyword arguments an attack may take besides the threat model: the RNG of a step loop, the
+#: seed and batch size of a self-seeding, self-batching attack (AutoAttack)
+RUNTIME_ARGS = ("generator", "seed", "batch_size")
+
+
+@dataclass(frozen=True)
+class AttackContract:
+    """How an attack is called from a :class:`~samplewise.threat.ThreatModel`.
+
+    ``threat``: the spec's fields it takes (the others are the attack's own rule, e.g. FGSM's step
+    ``eps``); ``eval_steps``: the spec's step count when an evaluation gives none (PGD-20, CW-30);
+    ``runtime``: which of ``generator``, ``seed``, ``batch_size`` it takes."""
+
+    threat: tuple[str, ...]
+    eval_steps: int
+    runtime: tuple[str, ...]
+
+
+def attack_contract(name: str) -> AttackContract:
+    """The contract of a registered attack: ``threat=`` and ``eval_steps=`` of its registration,
+    else read from its signature (the threat-model fields among its keyword parameters; the
+    default of its ``steps`` parameter, else 0).
+
+    Example:
+        >>> attack_contract("fgsm").threat
+        ('eps',)
+    """
+    entry, _ = ATTACKS.resolve(name)
+    params = inspect.signature(entry.obj).parameters
+    threat = entry.meta.get("threat")
+    if threat is None:
+        threat = tuple(f for f in THREAT_FIELDS if f in params)
+    unknown = sorted(set(threat) - set(THREAT_FIELDS))
+    if unknown:
+        raise SamplewiseError(f"attack '{name}' declares unknown threat-model field(s) "
+                              f"{', '.join(unknown)}; choose from: {', '.join(THREAT_FIELDS)}")
+    steps = entry.meta.get("eval_steps")
+    if steps is None:
+        default = params["steps"].default if "steps" in params else 0
+        steps = default if isinstance(default, int) and not isinstance(default, bool) else 0
+    return AttackContract(tuple(threat), int(steps),
+                          tuple(a for a in RUNTIME_ARGS if a in params))
+
+
+def run_attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
+               *, generator: torch.Generator | None = None, seed: int = 0, batch_size: int = 256,
+               **options) -> torch.Tensor:
+    """Run the registered attack ``name`` under ``threat``: the one way every engine calls an
+    attack by name (evaluation, ``samplewise eval --attack``, the studies).
+
+    The attack receives the spec's fields its contract names (:func:`attack_contract`), the
+    runtime arguments it takes (``generator``, ``seed``, ``batch_size``) and ``options`` (its own
+    keywords, e.g. AutoAttack's ``version``). A spec the attack cannot honour is refused: a norm
+    other than L-inf for an attack that takes no ``norm``.
+
+    Example:
+        >>> tm = ThreatModel.resolve(card, default_steps=attack_contract("pgd").eval_steps)
+        >>> x_adv = run_attack("pgd", model, x, y, tm, generator=torch.Generator().manual_seed(0))
+    """
+    fn = ATTACKS.get(name)
+    contract = attack_contract(name)
+    if "norm" not in contract.threat and threat.norm != "linf":
+        raise SamplewiseError(f"attack '{name}' is L-inf only; the threat model asks for "
+                              f"{threat.norm}")
+    kwargs = {f: getattr(threat, f) for f in contract.threat}
+    runtime = {"generator": generator, "seed": seed, "batch_size": batch_size}
+    kwargs.update({a: runtime[a] for a in contract.runtime})
+    return fn(model, x, y, **kwargs, **options)

@@ -5,8 +5,8 @@ Every result states its attack settings, so a number never travels without how i
 
 from __future__ import annotations
 
+import inspect
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +14,11 @@ import torch
 from torch import nn
 
 from . import io
-from .attacks import ATTACKS, autoattack
+from .attacks import ATTACKS, attack_contract, run_attack
 from .data import Split
 from .errors import SamplewiseError
-from .models.layout import fast_layout
 from .runinfo import derived_generator
-
-EVAL_ATTACKS = ("clean", "fgsm", "pgd", "cw", "autoattack")
-_DEFAULT_STEPS = {"pgd": 20, "cw": 30, "fgsm": 1, "clean": 0, "autoattack": 0}
+from .threat import ThreatModel
 
 
 def eval_slice(split: Split, n: int | None) -> Split:
@@ -86,13 +83,20 @@ def evaluate(model: nn.Module, split: Split, *, attack: str = "pgd", eps: float 
              alpha: float | None = None, steps: int | None = None, n: int | None = None,
              batch_size: int = 256, seed: int = 0, device: str | torch.device = "cpu",
              per_sample: bool = False, card=None, aa_version: str = "standard",
-             aa_attacks: list | None = None, state_path=None) -> dict[str, Any]:
+             aa_attacks: list | None = None, state_path=None, threat: ThreatModel | None = None,
+             options: dict | None = None) -> dict[str, Any]:
     """Clean and robust accuracy of ``model`` on (a fixed slice of) ``split``.
 
     Args:
-        attack: one of ``clean``, ``fgsm``, ``pgd``, ``cw``, ``autoattack``.
-        eps, alpha: L∞ radius and step (defaults: the model's dataset card, alpha = ε/4).
-        steps: attack steps (defaults: PGD-20, CW-30).
+        attack: any registered attack (``samplewise.attacks.ATTACKS``: ``clean``, ``fgsm``,
+            ``pgd``, ``cw``, ``autoattack``, and any attack registered later), called through
+            :func:`samplewise.attacks.run_attack`.
+        eps, alpha: L∞ radius and step (defaults: the model's dataset card; the card's step when
+            ε is the card's, else ε/4: :meth:`ThreatModel.resolve`, rule ``"same-eps"``).
+        steps: attack steps (default: the attack's ``eval_steps``: PGD-20, CW-30).
+        threat: a resolved spec instead of ``eps``/``alpha``/``steps``.
+        options: the attack's own keyword options; ``aa_version`` / ``aa_attacks`` are
+            AutoAttack's ``version`` / ``attacks``, passed to any attack that takes them.
         n: evaluate on the first ``n`` samples of a fixed permutation (all when None).
         per_sample: include per-sample ``index``, ``correct`` and ``robust`` lists.
         state_path: JSON file of per-batch results: a killed evaluation rerun with the same
@@ -106,57 +110,49 @@ def evaluate(model: nn.Module, split: Split, *, attack: str = "pgd", eps: float 
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise SamplewiseError(f"batch_size must be >= 1, got {batch_size}")
-    if attack not in EVAL_ATTACKS:
-        raise SamplewiseError(f"unknown attack '{attack}'; choose from: {', '.join(EVAL_ATTACKS)}")
-    card = card if card is not None else getattr(model, "card", None)
-    if eps is None:
-        if card is None:
-            raise SamplewiseError("eps is required when the model carries no dataset card")
-        eps = card.eps
-    if eps < 0 or not math.isfinite(eps):
-        raise SamplewiseError(f"eps must be >= 0, got {eps}")
-    alpha = alpha if alpha is not None else (card.alpha if card is not None and eps == card.eps else eps / 4)
-    steps = _DEFAULT_STEPS[attack] if steps is None else steps
-    if steps < 0:
-        raise SamplewiseError(f"steps must be >= 0, got {steps}")
+    contract = attack_contract(attack)  # unknown names: "unknown attack 'x'; choose from: ..."
+    if threat is None:
+        card = card if card is not None else getattr(model, "card", None)
+        threat = ThreatModel.resolve(card, eps=eps, alpha=alpha, steps=steps,
+                                     default_steps=contract.eval_steps)
+    eps, alpha, steps = threat.eps, threat.alpha, threat.steps
+    params = inspect.signature(ATTACKS.get(attack)).parameters
+    aa = {"version": aa_version, "attacks": aa_attacks}
+    options = {**{k: v for k, v in aa.items() if k in params}, **(options or {})}
     data = eval_slice(split, n)
     model = model.to(device)
     gen = derived_generator(seed, 7919, device="cpu")
     settings = {"attack": attack, "eps": float(eps), "alpha": float(alpha), "steps": int(steps),
                 "n": len(data), "seed": seed, "batch_size": batch_size, "aa": [aa_version, aa_attacks],
                 "index_sum": int(data.index.sum())}
+    if threat.norm != "linf" or threat.random_start is not True:
+        settings.update(norm=threat.norm, random_start=threat.random_start)
+    if set(options) - set(aa):
+        settings["options"] = options
     resume = _BatchState(state_path, settings)
     correct, robust = [], []
-    with fast_layout(model):  # NHWC on the CPU for the whole evaluation (samplewise.models.layout)
-        for b, i in enumerate(range(0, len(data), batch_size)):
-            if resume.has(b):  # a batch finished before the evaluation was killed
-                c, r = resume.get(b)
-                correct.append(c)
-                robust.append(r)
-                continue
-            x = _to_float(data.x[i:i + batch_size], device)
-            y = data.y[i:i + batch_size].to(device)
-            correct.append(predict(model, x) == y)
-            if attack == "clean":
-                robust.append(correct[-1])
-                continue
-            if attack == "autoattack":
-                x_adv = autoattack(model, x, y, eps=eps, version=aa_version, attacks=aa_attacks,
-                                   batch_size=batch_size, seed=seed + b)
-            elif attack == "fgsm":
-                x_adv = ATTACKS.get("fgsm")(model, x, y, eps=eps, generator=gen)
-            else:
-                x_adv = ATTACKS.get(attack)(model, x, y, eps=eps, alpha=alpha, steps=steps, generator=gen)
-            # a sample counts as robust only if it is also classified correctly when clean
-            robust.append((predict(model, x_adv) == y) & correct[-1])
-            resume.put(b, correct[-1], robust[-1])
+    for b, i in enumerate(range(0, len(data), batch_size)):
+        if resume.has(b):  # a batch finished before the evaluation was killed
+            c, r = resume.get(b)
+            correct.append(c)
+            robust.append(r)
+            continue
+        x = _to_float(data.x[i:i + batch_size], device)
+        y = data.y[i:i + batch_size].to(device)
+        correct.append(predict(model, x) == y)
+        x_adv = run_attack(attack, model, x, y, threat, generator=gen, seed=seed + b,
+                           batch_size=batch_size, **options)
+        # a sample counts as robust only if it is also classified correctly when clean
+        robust.append(correct[-1] if x_adv is x else (predict(model, x_adv) == y) & correct[-1])
+        resume.put(b, correct[-1], robust[-1])
     correct_t = torch.cat([t.cpu() for t in correct])
     robust_t = torch.cat([t.cpu() for t in robust])
-    out = {"attack": attack, "eps": float(eps), "alpha": float(alpha) if attack in ("pgd", "cw") else None,
+    out = {"attack": attack, "eps": float(eps),
+           "alpha": float(alpha) if "alpha" in contract.threat else None,
            "steps": int(steps), "n": len(data), "seed": seed,
            "clean_acc": correct_t.float().mean().item(), "robust_acc": robust_t.float().mean().item()}
-    if attack == "autoattack":
-        out["autoattack"] = {"version": aa_version, "attacks": aa_attacks}
+    if options:  # the attack's own options, under its name (AutoAttack: version and attacks)
+        out[attack] = options
     if per_sample:
         out["per_sample"] = {"index": data.index.tolist(), "correct": correct_t.tolist(),
                              "robust": robust_t.tolist()}

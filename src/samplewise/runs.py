@@ -28,9 +28,11 @@ from .errors import SamplewiseError
 from .evaluate import evaluate
 from .formats.subset import checksum, read_subset, write_subset
 from .models import create_model, load_teacher, save_model
+from .models.layout import choose_layout
 from .objectives import build_objective, resolve_recipe
 from .runinfo import provenance, seed_everything
-from .train import CHECKPOINT, FitResult, Hook, fit
+from .threat import ThreatModel
+from .train import CHECKPOINT, FitResult, Hook, fit, use_channels_last
 from .transfer import TransferHistory
 
 log = logging.getLogger(__name__)
@@ -78,10 +80,11 @@ def holds_out_dir(fn):
 
 
 def resolve_attack(cfg: TrainConfig, bundle: DataBundle) -> TrainConfig:
-    """Fill ε and the step from the dataset card; scale epochs for the 'iterations' budget."""
-    eps = bundle.card.eps if cfg.eps is None else cfg.eps
-    alpha = cfg.alpha if cfg.alpha is not None else (bundle.card.alpha if cfg.eps is None else eps / 4)
-    return dataclasses.replace(cfg, eps=eps, alpha=alpha)
+    """Fill ε and the step from the dataset card (:meth:`ThreatModel.resolve`, rule
+    ``"default-eps"``: the card's step only when ε is the card's default, else ε/4)."""
+    threat = ThreatModel.resolve(bundle.card, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.attack_steps,
+                                 card_step="default-eps")
+    return dataclasses.replace(cfg, eps=threat.eps, alpha=threat.alpha)
 
 
 @holds_out_dir
@@ -152,6 +155,7 @@ def run_training(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
                                               "fingerprint": bundle.fingerprint})
         io.write_text(out / "config.yaml", dump_yaml(resolved))
     model.to(device)
+    choose_layout(model, use_channels_last(cfg, model, device, ddp=env.enabled))  # before DDP
     ddp = _ddp(model, env)
     history = TransferHistory() if teacher is not None else None
     hooks = [*hooks, history] if history is not None else list(hooks)

@@ -28,7 +28,7 @@ from .config import TrainConfig, with_recipe
 from .data import DataBundle, InMemoryLoader, Split
 from .errors import SamplewiseError
 from .evaluate import evaluate
-from .models.layout import can_use_nhwc, keep_layout
+from .models.layout import choose_layout
 from .objectives import Objective, StepContext
 from .distributed import all_reduce_sum
 from .runinfo import derived_generator, rng_state, seed_everything, set_rng_state
@@ -107,16 +107,15 @@ def _progress(iterable, enabled: bool, desc: str, total: int):
 
 
 @preemption.stoppable
-@keep_layout()
 def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainConfig, *,
         out_dir: str | Path | None = None, hooks: Sequence[Hook] = (), subset=None,
         device: str | torch.device = "cpu", resume: bool = False, rank: int = 0,
         world_size: int = 1, ddp_model: nn.Module | None = None) -> FitResult:
     """Train ``model`` on ``bundle.train`` (or ``subset`` of it) with ``objective``.
 
-    ``fit`` owns the memory layout of its models (:func:`use_channels_last`): the attacks and
-    evaluations inside it leave the layout alone (:func:`samplewise.models.layout.keep_layout`),
-    and ``model`` (and a distillation teacher built by samplewise) stays in that layout after.
+    ``fit`` sets the memory layout of ``model`` (:func:`use_channels_last`), which stays in
+    that layout after; a teacher keeps the layout its loader chose
+    (:mod:`samplewise.models.layout`).
 
     Args:
         subset: dataset indices to train on (validated by :meth:`Split.subset`).
@@ -140,9 +139,6 @@ def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainCo
     model.to(device)
     nhwc = use_channels_last(cfg, model, device, ddp=ddp_model is not None)
     step_model = _fast_paths(model, ddp_model, cfg, nhwc)
-    teacher = getattr(objective, "teacher", None)
-    if nhwc and can_use_nhwc(teacher):
-        teacher.to(memory_format=torch.channels_last)  # a frozen teacher runs every step too
     opt = make_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, cfg.epochs * len(loader)))
     swa = _SWA(model, cfg) if cfg.swa_start is not None else None
@@ -268,8 +264,8 @@ def _fast_paths(model: nn.Module, ddp_model: nn.Module | None, cfg: TrainConfig,
     channels_last only changes the memory layout (same maths); bf16 autocast (in :func:`fit`)
     runs matmuls/convolutions in bfloat16 with float32 weights, so no loss scaling is needed.
     """
-    if nhwc:
-        model.to(memory_format=torch.channels_last)
+    if nhwc or ddp_model is None:  # under DDP the run chose the layout before wrapping the model
+        choose_layout(model, nhwc)
     step_model = ddp_model if ddp_model is not None else model
     if cfg.compile:
         step_model = torch.compile(step_model)

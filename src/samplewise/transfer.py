@@ -21,9 +21,9 @@ from torch import nn
 
 from .attacks import pgd
 from .data import Split
-from .errors import SamplewiseError
 from .evaluate import eval_slice, predict
 from .runinfo import derived_generator
+from .threat import ThreatModel
 from .train import Hook
 
 
@@ -38,9 +38,8 @@ def transfer_rate(teacher: nn.Module, student: nn.Module, split: Split, *, eps: 
     the student's and the teacher's accuracy on clean and on the student-crafted inputs, and
     every attack setting.
     """
-    if eps < 0:
-        raise SamplewiseError(f"eps must be >= 0, got {eps}")
-    alpha = eps / 4 if alpha is None else alpha
+    threat = ThreatModel.resolve(None, eps=eps, alpha=alpha, steps=steps)  # step default: ε/4
+    eps, alpha, steps = threat.eps, threat.alpha, threat.steps
     data = eval_slice(split, n)
     gen = derived_generator(seed, 15485863)
     student, teacher = student.to(device), teacher.to(device)
@@ -48,7 +47,8 @@ def transfer_rate(teacher: nn.Module, student: nn.Module, split: Split, *, eps: 
     for i in range(0, len(data), batch_size):
         x = data.x[i:i + batch_size].to(device).float().div_(255)
         y = data.y[i:i + batch_size].to(device)
-        x_adv = pgd(student, x, y, eps=eps, alpha=alpha, steps=steps, generator=gen)
+        x_adv = pgd(student, x, y, eps=eps, alpha=alpha, steps=steps,
+                    random_start=threat.random_start, generator=gen)
         for key, model, inp in (("s_clean", student, x), ("s_adv", student, x_adv),
                                 ("t_clean", teacher, x), ("t_adv", teacher, x_adv)):
             cols[key].append((predict(model, inp) == y).cpu())

@@ -13,18 +13,27 @@ from torch import nn
 from ..attacks import pgd
 from ..data import DataBundle
 from ..models import set_fast_input_grad
+from ..models.layout import choose_layout
 from ..train import fit
 from .core import (NO_TORCHATTACKS, BenchContext, Row, card_objective, first_batch,
                    import_torchattacks, interleaved, join_notes, paired_ratio, speedup_row)
 
 
 # ---------------------------------------------------------------------------- 1. PGD throughput
+def nchw_copy(model: nn.Module) -> nn.Module:
+    """The same weights in PyTorch's default NCHW layout (how a reference library gets them)."""
+    copied = copy.deepcopy(model)
+    choose_layout(copied, False)
+    return copied
+
+
 def bench_pgd(ctx: BenchContext) -> list[Row]:
     """PGD-k samples per second: :func:`samplewise.attacks.pgd` vs ``torchattacks.PGD``.
 
-    Row 1 gives both the model as :func:`create_model` builds it (NCHW); our ``pgd`` runs it in
-    NHWC on the CPU (:mod:`samplewise.models.layout`, the conversion timed with the attack).
-    Row 2 gives both the same NHWC model: the attack loops alone, which do the same arithmetic.
+    Row 1 gives each library's model as it builds it: ours as :func:`create_model` makes it
+    (NHWC on the CPU, :mod:`samplewise.models.layout`), torchattacks the same weights in PyTorch's
+    default NCHW layout. Row 2 gives both the same NHWC model: the attack loops alone, which do
+    the same arithmetic.
     """
     p = ctx.plan
     bundle, note = ctx.data(p.pgd_dataset, None)
@@ -33,18 +42,18 @@ def bench_pgd(ctx: BenchContext) -> list[Row]:
     ta = import_torchattacks()
     rows = []
     for name, nhwc in ((f"pgd-{p.steps} throughput", False), (f"pgd-{p.steps} same layout", True)):
-        model = ctx.model(bundle)
-        if nhwc:
-            model.to(memory_format=torch.channels_last)
+        model = ctx.model(bundle)  # in the layout create_model chose (NHWC on the CPU)
+        ref_model = model if nhwc else nchw_copy(model)
         gen = torch.Generator(device="cpu").manual_seed(0)
         what = "both on the NHWC model" if nhwc else \
-            "both given the NCHW model; ours runs it in NHWC on the CPU"
+            "ours as create_model builds it (NHWC on the CPU), torchattacks an NCHW copy"
         measure = (f"samples/s, ours / torchattacks.PGD ({card.name}, batch {len(y)}, cnn-small, "
                    f"{what})")
         fns = {"ours": (lambda m=model, g=gen: pgd(m, x, y, eps=card.eps, alpha=card.alpha,
                                                    steps=p.steps, generator=g))}
         if ta is not None:
-            attack = ta.PGD(model, eps=card.eps, alpha=card.alpha, steps=p.steps, random_start=True)
+            attack = ta.PGD(ref_model, eps=card.eps, alpha=card.alpha, steps=p.steps,
+                            random_start=True)
             fns["ref"] = lambda a=attack: a(x, y)
         if p.warmup:
             interleaved(fns, 1, ctx.device)
@@ -144,8 +153,9 @@ def bench_epoch(ctx: BenchContext) -> list[Row]:
     def fresh(stock: bool = False) -> nn.Module:
         m = ctx.model(bundle)
         m.load_state_dict(init)
-        if stock:  # the reference builds the architecture from stock layers
+        if stock:  # the reference builds the architecture from stock layers, in NCHW
             set_fast_input_grad(m, False)
+            choose_layout(m, False)
         return m
 
     def ours():

@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 
 from ..data import DataBundle
+from ..models.layout import choose_layout
 from ..train import fit
 from .core import Row, BenchContext, card_objective, interleaved, speedup_row, join_notes
 from .training import pass_times
@@ -82,6 +83,7 @@ def _layout_row(ctx: BenchContext, bundle: DataBundle, note: str) -> Row:
     gathered = x.reshape(b, h * w).as_strided(x.shape, (h * w, h * w, w, 1))
     strided = x.reshape(b, h, w, 1).permute(0, 3, 1, 2)  # a free view: channel stride 1
     model = ctx.model(bundle)
+    choose_layout(model, False)  # the input strides matter on the NCHW model's path
     reps = max(3, 3 * ctx.plan.slow_repeats)
     t = {k: [] for k in ("hw", "one")}
     for _ in range(reps):  # interleaved, one pass each

@@ -1,7 +1,8 @@
 """``samplewise eval``: clean or adversarial accuracy of a saved model, as JSON.
 
-``--attack`` takes ``clean`` or any name of the attack registry (``samplewise.attacks.ATTACKS``),
-read when the parser is built, so a registered attack is a choice without a change here.
+``--attack`` takes any name of the attack registry (``samplewise.attacks.ATTACKS``; ``clean`` is
+one of them), read when the parser is built, so a registered attack is a choice without a change
+here.
 
 Example:
     $ samplewise eval --model runs/at --attack pgd --steps 20 --n 1000
@@ -18,9 +19,9 @@ HELP = "evaluate a saved model: clean, pgd, cw or autoattack"
 
 
 def attack_choices() -> list[str]:
-    """``clean`` and every registered attack, in registration order."""
+    """Every registered attack (``clean`` included), in registration order."""
     from ..attacks import ATTACKS
-    return ["clean", *ATTACKS.names(include_prefix=False)]
+    return ATTACKS.names(include_prefix=False)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -29,6 +29,7 @@ from ..data.cards import DatasetCard
 from ..errors import SamplewiseError, check
 from ..io import torch_load, torch_save
 from .archs import MODELS
+from .layout import choose_layout
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,10 @@ class NormalizedModel(nn.Module):
         >>> model(torch.rand(2, 1, 8, 8)).shape
         torch.Size([2, 10])
     """
+
+    #: its architectures never ``view`` a convolution's output, so it may run in NHWC
+    #: (:func:`samplewise.models.layout.choose_layout`)
+    nhwc_safe = True
 
     def __init__(self, net: nn.Module, card: DatasetCard, *, arch: str,
                  arch_kwargs: dict | None = None):
@@ -164,7 +169,9 @@ def create_model(name: str, card: DatasetCard, **arch_kwargs: Any) -> Normalized
     check(isinstance(getattr(net, "head", None), nn.Linear) and hasattr(net, "forward_features"),
           f"model '{name}' has no linear classifier head; samplewise needs forward_features + "
           "a linear head")
-    return NormalizedModel(net, card, arch=name, arch_kwargs=kwargs)
+    model = NormalizedModel(net, card, arch=name, arch_kwargs=kwargs)
+    choose_layout(model)  # the run layout: NHWC for a conv net on the CPU (models/layout.py)
+    return model
 
 
 def _bind_kwargs(name: str, builder, is_prefix: bool, arch_kwargs: dict) -> dict:
@@ -272,7 +279,9 @@ def load_model(path_or_run_dir, device: str | torch.device = "cpu") -> nn.Module
         model = _load_normalized(path, obj, card)
     model.extra = dict(obj.get("extra") or {})
     log.debug("loaded %s model from %s", obj["arch"], path)
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    choose_layout(model)  # NHWC for a samplewise conv net on the CPU, NCHW on another device
+    return model
 
 
 def _check_format(path: Path, obj: Any) -> None:

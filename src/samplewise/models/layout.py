@@ -1,38 +1,34 @@
-"""NHWC (channels_last) memory layout for attacks and evaluation on the CPU.
+"""The memory layout a model runs in, chosen once where the model is made for a run.
 
-oneDNN's NHWC convolutions ran PGD-10 on cnn-small 1.57x faster than NCHW on this project's
-machine (the bench's ``pgd`` rows), with the same maths. :func:`fit` trains conv nets in NHWC on
-the CPU already (``TrainConfig.channels_last``); this module gives the same layout to everything
-that runs a model outside :func:`fit`: the attacks, :func:`samplewise.evaluate.evaluate`
-(PGD, CW, AutoAttack and clean accuracy), the vulnerability analysis and distillation teachers.
+oneDNN's NHWC (channels_last) convolutions ran PGD-10 on cnn-small 1.58x faster than NCHW on
+this project's machine (docs/performance.md), with the same maths. So a samplewise conv net on
+the CPU is put in NHWC where it is made or loaded (:func:`samplewise.models.create_model`,
+:func:`samplewise.models.load_model`, and through it the teacher loader), and :func:`fit` sets
+its student's layout from ``TrainConfig.channels_last`` (:func:`samplewise.train.fit`). The
+attacks, :func:`samplewise.evaluate.evaluate` and the vulnerability analysis run a model in the
+layout it has: they never convert it.
 
-:func:`fast_layout` converts a model for the duration of a block and converts it back after, so
-the caller's model keeps its layout (parameters stay the same objects; only their strides
-change). It does nothing when the model is already NHWC, is not one of samplewise's models
-(:class:`~samplewise.models.NormalizedModel`: an external module might ``view`` a convolution's
-output, which fails on NHWC strides), has no 2-D convolution, lives off the CPU (untested on
-CUDA, where NCHW stays the default), or when the block runs inside :func:`keep_layout` (which
-:func:`fit` uses: it owns the layout of its models). The conversion changes the model in place
-for the duration, so a model shared by threads that run it at the same time should be
-attacked inside :func:`keep_layout` (or converted once by the caller).
+:func:`choose_layout` is that one choice. Automatic (``nhwc=None``), it turns NHWC on for a
+:class:`~samplewise.models.NormalizedModel` with 2-D convolutions on the CPU and off for one
+elsewhere (untested on CUDA, where NCHW stays the default); any other module is left as it is
+(an external module might ``view`` a convolution's output, which fails on NHWC strides). To run
+a samplewise model in NCHW, call ``choose_layout(model, False)`` (or ``model.to(
+memory_format=torch.contiguous_format)``) once.
 
 Example:
-    >>> with fast_layout(model):
-    ...     x_adv = pgd(model, x, y, eps=0.1)     # NHWC inside, model restored after
+    >>> model = create_model("cnn-small", card)      # NHWC on the CPU
+    >>> choose_layout(model, False)                  # NCHW from now on
+    False
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-from typing import Iterator
+from typing import Optional
 
 import torch
 from torch import nn
 
-__all__ = ["fast_layout", "keep_layout", "is_nhwc", "can_use_nhwc", "wants_nhwc"]
-
-_AUTO = contextvars.ContextVar("samplewise_auto_layout", default=True)
+__all__ = ["choose_layout", "is_nhwc", "can_use_nhwc"]
 
 
 def _conv_weights(model: nn.Module) -> list[torch.Tensor]:
@@ -47,43 +43,32 @@ def is_nhwc(model: nn.Module) -> bool:
                                  if w.shape[1] > 1 and w.shape[2] * w.shape[3] > 1)
 
 
+def _samplewise_conv_net(model: nn.Module) -> bool:
+    """A :class:`~samplewise.models.NormalizedModel` (``nhwc_safe``) with 2-D convolutions."""
+    return getattr(model, "nhwc_safe", False) is True and bool(_conv_weights(model))
+
+
 def can_use_nhwc(model: nn.Module) -> bool:
-    """A samplewise conv net on the CPU that is not in NHWC yet."""
-    from .core import NormalizedModel
-    if not isinstance(model, NormalizedModel):
+    """A samplewise conv net on the CPU (the models the automatic choice puts in NHWC)."""
+    if not _samplewise_conv_net(model):
         return False
     weights = _conv_weights(model)
-    if not weights or any(w.device.type != "cpu" for w in weights):
+    return bool(weights) and all(w.device.type == "cpu" for w in weights)
+
+
+def choose_layout(model: nn.Module, nhwc: Optional[bool] = None) -> bool:
+    """Put ``model`` in its run layout, in place (parameters stay the same objects); returns
+    whether it is NHWC now.
+
+    ``nhwc=None`` (automatic): NHWC for a samplewise conv net on the CPU, NCHW for one on another
+    device, anything else left alone. True / False: NHWC / NCHW for any model with convolutions.
+    """
+    if nhwc is None:
+        if not _samplewise_conv_net(model):
+            return is_nhwc(model)
+        nhwc = can_use_nhwc(model)
+    if not _conv_weights(model):
         return False
-    return not is_nhwc(model)
-
-
-def wants_nhwc(model: nn.Module) -> bool:
-    """Whether :func:`fast_layout` would convert ``model`` here and now."""
-    return _AUTO.get() and can_use_nhwc(model)
-
-
-@contextlib.contextmanager
-def fast_layout(model: nn.Module) -> Iterator[bool]:
-    """Run ``model`` in NHWC for the block when :func:`wants_nhwc`; yields whether it did."""
-    if not wants_nhwc(model):
-        yield False
-        return
-    model.to(memory_format=torch.channels_last)
-    token = _AUTO.set(False)  # nested blocks (an attack inside an evaluation) leave it alone
-    try:
-        yield True
-    finally:
-        _AUTO.reset(token)
-        model.to(memory_format=torch.contiguous_format)
-
-
-@contextlib.contextmanager
-def keep_layout() -> Iterator[None]:
-    """Inside this block :func:`fast_layout` changes nothing (for code that sets the layout
-    itself, like :func:`fit`, or a user who wants NCHW)."""
-    token = _AUTO.set(False)
-    try:
-        yield
-    finally:
-        _AUTO.reset(token)
+    if nhwc != is_nhwc(model):
+        model.to(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+    return nhwc

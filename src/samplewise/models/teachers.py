@@ -22,6 +22,7 @@ from torch import nn
 from ..data.cards import DatasetCard
 from ..errors import SamplewiseError
 from .core import load_model, wrap_external
+from .layout import choose_layout
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,9 @@ def load_teacher(spec: str, *, card: DatasetCard | None, device: str | torch.dev
         raise SamplewiseError(f"teacher not found: {spec} (expected a samplewise model file, a "
                               "run directory, or robustbench:ID)")
     _check_compatible(spec, teacher, card)
-    return freeze(teacher.to(device))
+    teacher = freeze(teacher.to(device))
+    choose_layout(teacher)  # on its device: NHWC for a samplewise conv net on the CPU
+    return teacher
 
 
 def _check_compatible(spec: str, teacher: nn.Module, card: DatasetCard | None) -> None:

@@ -25,6 +25,7 @@ from torch import nn
 from ..config import TrainConfig, with_recipe
 from ..errors import SamplewiseError
 from ..registry import Registry
+from ..threat import ThreatModel
 
 OBJECTIVES = Registry("objective")
 
@@ -172,7 +173,8 @@ def build_objective(name: str, *, eps: float, alpha: float | None = None, steps:
     Example:
         >>> obj = build_objective("pgd-at", eps=0.1, alpha=0.025, steps=10)
     """
-    alpha = eps / 4 if alpha is None else alpha
+    if alpha is None:  # no card here: the house default eps/4 (samplewise.threat)
+        alpha = ThreatModel.default_step(None, eps, eps_given=True)
     cls = OBJECTIVES.get(name)
     if getattr(cls, "needs_teacher", False):
         if teacher is None:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import losses
-from ..attacks import eval_mode, pgd
+from ..attacks import pgd
 from ..errors import SamplewiseError
 from .base import OBJECTIVES, Objective, StepContext
 
@@ -64,12 +64,6 @@ def transfer_flags(teacher_adv_logits: torch.Tensor, y: torch.Tensor) -> torch.T
     return (teacher_adv_logits.detach().argmax(1) != y)
 
 
-def _normal(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    if generator is None:
-        return torch.randn(x.shape, device=x.device, dtype=x.dtype)
-    return torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
-
-
 def maximise_kl(student: nn.Module, x: torch.Tensor, target_fn: Callable[[torch.Tensor], torch.Tensor],
                 *, eps: float, alpha: float, steps: int,
                 generator: torch.Generator | None = None) -> torch.Tensor:
@@ -79,21 +73,17 @@ def maximise_kl(student: nn.Module, x: torch.Tensor, target_fn: Callable[[torch.
     function of ``x'`` and the gradient flows through it too: the teacher itself (AdaAD, IGDM) or
     SAAD's linearised teacher. Start ``x + 0.001·N(0, I)`` (projected), ``steps`` signed steps of
     ``alpha``, projection onto the ε-ball ∩ [0, 1]. The student runs in eval mode (restored after).
-    Only input gradients are taken, so no parameter ``.grad`` is touched.
+    Only input gradients are taken, so no parameter ``.grad`` is touched. It is
+    :func:`samplewise.attacks.pgd` with this objective as its ``loss`` callable.
 
     Example:
         >>> x_adv = maximise_kl(student, x, teacher, eps=8 / 255, alpha=2 / 255, steps=10)
     """
-    x = x.detach()
-    lo, hi = (x - eps).clamp(min=0.0), (x + eps).clamp(max=1.0)
-    x_adv = torch.max(torch.min(x + 0.001 * _normal(x, generator), hi), lo)
-    with eval_mode(student), torch.enable_grad():
-        for _ in range(steps):
-            x_adv = x_adv.detach().requires_grad_(True)
-            loss = losses.kl(target_fn(x_adv), student(x_adv), reduction="sum")
-            grad, = torch.autograd.grad(loss, x_adv)
-            x_adv = torch.max(torch.min(x_adv.detach() + alpha * grad.sign(), hi), lo)
-    return x_adv.detach()
+    def objective(x_adv: torch.Tensor) -> torch.Tensor:
+        return losses.kl(target_fn(x_adv), student(x_adv), reduction="sum")
+
+    return pgd(student, x, None, eps=eps, alpha=alpha, steps=steps, loss=objective,
+               random_start="normal", generator=generator)
 
 
 def linearised_teacher(teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, lam: float = 1.0

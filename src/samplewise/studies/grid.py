@@ -518,6 +518,7 @@ def ladder_cell(cell: Cell, path: Path, ev: EvalSpec, *, device: Optional[str] =
     from ..evaluate import evaluate
     from ..models import load_model
     from ..runs import load_bundle
+    from ..threat import ThreatModel
 
     radii = read_ladder(path, ev)
     todo = [r for _, r in ev.ladder() if str(r) not in radii]
@@ -527,8 +528,9 @@ def ladder_cell(cell: Cell, path: Path, ev: EvalSpec, *, device: Optional[str] =
     model = load_model(path, device=device)
     test = load_bundle(cell.cfg).test
     for r in todo:
-        radii[str(r)] = evaluate(model, test, attack="pgd", eps=r, alpha=r / 4,
-                                 steps=ev.pgd_steps, n=ev.n, batch_size=ev.batch_size, seed=0,
+        threat = ThreatModel.resolve(None, eps=r, steps=ev.pgd_steps)  # step r/4
+        radii[str(r)] = evaluate(model, test, attack="pgd", eps=threat.eps, alpha=threat.alpha,
+                                 steps=threat.steps, n=ev.n, batch_size=ev.batch_size, seed=0,
                                  device=device)
         io.write_json(path / LADDER_FILE, {"settings": ladder_settings(ev), "radii": radii})
     return todo
