@@ -8,6 +8,7 @@ import json
 import shutil
 import statistics
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ from samplewise.data import load_dataset
 from samplewise.errors import SamplewiseError
 from samplewise.evaluate import evaluate
 from samplewise.models import load_model
-from samplewise.studies import grid
+from samplewise.studies import distill, grid
 from samplewise.studies.coreset_study import load_coreset_config, run_coreset_study
 
 N, STEPS = 80, 3
@@ -125,3 +126,28 @@ def test_rerun_computes_only_the_newly_listed_attack(study, tmp_path, monkeypatc
     with pytest.raises(SamplewiseError, match="attacks.json was computed with") as exc:
         run_coreset_study(changed, out)
     assert "\n" not in str(exc.value)
+
+
+
+def test_distill_study_reports_the_attacks_too(tmp_path):
+    """The distillation study runs its cells through the same runner: one column per attack."""
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" /
+                          "study-distill-digits.yaml").read_text())
+    raw["teachers"] = [t for t in raw["teachers"] if t["name"] == "mlp-trades"]
+    raw["grid"] = {"teachers": ["mlp-trades"], "methods": ["ard"]}
+    raw["seeds"] = [0, 1]
+    raw["eval"] = {"n": 40, "pgd_steps": 2, "attacks": [TOY, "pgd"]}
+    out = tmp_path / "distill"
+    res = distill.run_distill_study(raw, out)
+    assert res["cells_finished"] == 2 and not res["failed"]
+    rows = _rows(out)
+    test = load_dataset("digits").test
+    for row in rows:
+        cell = out / "cells" / row["cell"]
+        eps = json.loads((cell / "result.json").read_text())["eval"]["eps"]
+        direct = evaluate(load_model(cell), test, attack=TOY, eps=eps, n=40, seed=0)
+        assert float(row[f"robust_acc@{TOY}"]) == direct["robust_acc"]
+        assert float(row["robust_acc@pgd"]) == float(row["pgd_acc"])
+    head = next(line for line in (out / "results.md").read_text().splitlines()
+                if line.startswith("| teacher"))
+    assert f"| PGD-2 | {TOY} | pgd | TAS train |" in head

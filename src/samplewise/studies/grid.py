@@ -565,8 +565,9 @@ def ladder_cell(cell: Cell, path: Path, ev: EvalSpec, *, device: Optional[str] =
 
     def run(model, bundle, r, device):
         threat = ThreatModel.resolve(None, eps=r, steps=ev.pgd_steps)  # step r/4
-        return evaluate(model, bundle.test, attack="pgd", threat=threat, n=ev.n,
-                        batch_size=ev.batch_size, seed=0, device=device)
+        return evaluate(model, bundle.test, attack="pgd", eps=threat.eps, alpha=threat.alpha,
+                        steps=threat.steps, n=ev.n, batch_size=ev.batch_size, seed=0,
+                        device=device)
 
     return fill_cache(cell, path, path / LADDER_FILE, ladder_settings(ev), "radii",
                       {str(r): r for _, r in ev.ladder()}, run, device=device)
