@@ -573,7 +573,7 @@ def ladder_cell(cell: Cell, path: Path, ev: EvalSpec, *, device: Optional[str] =
                       {str(r): r for _, r in ev.ladder()}, run, device=device)
 
 
-def attack_settings(ev: EvalSpec) -> dict:
+def attacks_cache_settings(ev: EvalSpec) -> dict:
     """The settings every entry of a cell's ``attacks.json`` was computed with (each entry's
     result states its attack, ε, step and steps)."""
     return {"threat": "the cell's", "steps": ev.pgd_steps, "n": ev.n, "seed": 0,
@@ -583,7 +583,7 @@ def attack_settings(ev: EvalSpec) -> dict:
 def read_attacks(path: Path, ev: EvalSpec) -> dict:
     """The cached ``eval.attacks`` results of a cell directory (``{name: evaluate() result}``);
     empty when there are none, refused when they were made with other settings."""
-    return read_cache(path / ATTACKS_FILE, attack_settings(ev), "attacks")
+    return read_cache(path / ATTACKS_FILE, attacks_cache_settings(ev), "attacks")
 
 
 def attacks_cell(cell: Cell, path: Path, ev: EvalSpec, *, device: Optional[str] = None) -> list:
@@ -600,7 +600,7 @@ def attacks_cell(cell: Cell, path: Path, ev: EvalSpec, *, device: Optional[str] 
         return evaluate(model, bundle.test, attack=name, threat=threat, n=ev.n,
                         batch_size=ev.batch_size, seed=0, device=device)
 
-    return fill_cache(cell, path, path / ATTACKS_FILE, attack_settings(ev), "attacks",
+    return fill_cache(cell, path, path / ATTACKS_FILE, attacks_cache_settings(ev), "attacks",
                       {a: a for a in ev.attacks or ()}, run, device=device)
 
 
