@@ -14,7 +14,8 @@ fraction 1) per objective × seed. The config::
     grid: {selectors: [easycore, random], fractions: [0.3], objectives: [pgd-at, trades]}
     seeds: [0, 1, 2]
     eval: {n: 1000, pgd_steps: 20, autoattack: false, autoattack_n: 200}
-    # optional: eps_ladder: [0.01, 0.02, 0.05] (PGD at each radius, step eps/4), autoattack_eps
+    # optional: eps_ladder: [0.01, 0.02, 0.05] (PGD at each radius, step eps/4), autoattack_eps,
+    # attacks: [fgsm, cw] (registered attacks at the cell's threat model, one column each)
 
 ``base.budget`` is ``epochs`` (same epochs, fewer steps; the default) or ``iterations`` (same
 number of steps as the full-data run); the results record which was used.

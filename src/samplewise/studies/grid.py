@@ -18,7 +18,8 @@ running the same command share the cells (:func:`run_cells` claims each cell by 
 PGD accuracy is read from its ``result.json`` (the cell's ``eval_n``/``eval_steps`` are set from
 the ``eval`` section), AutoAttack, when asked for, is cached in ``autoattack.json``, and the PGD
 accuracy at every radius of ``eval.eps_ladder`` in ``ladder.json`` (one entry per radius, so a
-longer ladder only adds the new radii).
+longer ladder only adds the new radii), and every registered attack of ``eval.attacks`` at the
+cell's threat model in ``attacks.json`` (one entry per attack, likewise).
 
 :func:`samplewise.studies.tables.write_results` then writes ``results.csv`` (one row per
 finished cell), ``results.md`` (mean ± std over seeds) and ``results.json``, all atomically.
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 CELLS_DIR = "cells"
 AUTOATTACK_FILE = "autoattack.json"
 LADDER_FILE = "ladder.json"
+ATTACKS_FILE = "attacks.json"
 TOP_KEYS = ("study", "base", "grid", "seeds", "eval")
 
 # ----------------------------------------------------------------------------- configuration
@@ -80,6 +82,9 @@ class EvalSpec:
             ``ladder.json``), besides the PGD accuracy at the cell's ε.
         autoattack_eps: AutoAttack's radius (a number or ``"k/255"``); default: the middle
             radius of the ladder (``eps_ladder[len // 2]``), or the cell's ε without a ladder.
+        attacks: names of registered attacks (``samplewise.attacks.ATTACKS``), each evaluated on
+            the same ``n`` samples at the cell's threat model (its ε and step, ``pgd_steps``
+            steps, seed 0), cached per attack in ``attacks.json``.
     """
 
     n: int = 1000
@@ -92,6 +97,7 @@ class EvalSpec:
     batch_size: int = 256
     eps_ladder: Optional[list] = None
     autoattack_eps: Any = None
+    attacks: Optional[list] = None
 
     def __post_init__(self) -> None:
         for name in ("n", "autoattack_n", "batch_size"):
@@ -116,6 +122,15 @@ class EvalSpec:
                                       f"radii, got {self.eps_ladder!r}")
         if self.autoattack_eps is not None:
             parse_radius(self.autoattack_eps, "eval.autoattack_eps")
+        if self.attacks is not None:
+            if not isinstance(self.attacks, list) or not self.attacks or \
+                    not all(isinstance(a, str) for a in self.attacks) or \
+                    len(set(self.attacks)) != len(self.attacks):
+                raise SamplewiseError("eval.attacks must be a non-empty list of distinct attack "
+                                      f"names, got {self.attacks!r}")
+            from ..attacks import ATTACKS  # the registry's own error lists the choices
+            for name in self.attacks:
+                ATTACKS.resolve(name)
 
     def ladder(self) -> list[tuple[str, float]]:
         """``(label, radius)`` for every radius of ``eps_ladder`` (empty without a ladder)."""
@@ -454,6 +469,8 @@ def run_cell(cell: Cell, path: Path, ev: EvalSpec, *, device: Optional[str] = No
         done.append("autoattack")
     if ev.ladder() and ladder_cell(cell, path, ev, device=device):
         done.append("ladder")
+    if ev.attacks and attacks_cell(cell, path, ev, device=device):
+        done.append("attacks")
     return "+".join(done) or "already finished"
 
 
@@ -497,17 +514,45 @@ def ladder_settings(ev: EvalSpec) -> dict:
             "batch_size": ev.batch_size, "alpha": "eps/4"}
 
 
-def read_ladder(path: Path, ev: EvalSpec) -> dict:
-    """The cached ladder results of a cell directory (``{str(radius): evaluate() result}``);
-    empty when there are none, refused when they were made with other settings."""
-    file = path / LADDER_FILE
+def read_cache(file: Path, settings: dict, key: str) -> dict:
+    """The entries (``saved[key]``) of a cell's evaluation cache ``file`` (``{"settings": ...,
+    key: {entry: evaluate() result}}``); empty when there is none, refused when it was made
+    with other settings."""
     if not file.is_file():
         return {}
     saved = json.loads(file.read_text())
-    if saved.get("settings") != ladder_settings(ev):
+    if saved.get("settings") != settings:
         raise SamplewiseError(f"{file} was computed with {saved.get('settings')}, the study now "
-                              f"asks for {ladder_settings(ev)}; delete it to recompute")
-    return saved["radii"]
+                              f"asks for {settings}; delete it to recompute")
+    return saved[key]
+
+
+def fill_cache(cell: Cell, path: Path, file: Path, settings: dict, key: str, wanted: dict,
+               run, *, device: Optional[str] = None) -> list:
+    """Compute every entry of ``wanted`` (entry -> argument) missing from the cache ``file``:
+    ``run(model, bundle, argument, device)`` on the cell's saved model and data, each written
+    as soon as it is made (a killed evaluation keeps the entries it finished). Returns the
+    arguments computed by this call."""
+    from ..models import load_model
+    from ..runs import load_bundle
+
+    done = read_cache(file, settings, key)
+    todo = [k for k in wanted if k not in done]
+    if not todo:
+        return []
+    device = device or cell.cfg.device
+    model = load_model(path, device=device)
+    bundle = load_bundle(cell.cfg)
+    for k in todo:
+        done[k] = run(model, bundle, wanted[k], device)
+        io.write_json(file, {"settings": settings, key: done})
+    return [wanted[k] for k in todo]
+
+
+def read_ladder(path: Path, ev: EvalSpec) -> dict:
+    """The cached ladder results of a cell directory (``{str(radius): evaluate() result}``);
+    empty when there are none, refused when they were made with other settings."""
+    return read_cache(path / LADDER_FILE, ladder_settings(ev), "radii")
 
 
 def ladder_cell(cell: Cell, path: Path, ev: EvalSpec, *, device: Optional[str] = None) -> list:
@@ -516,34 +561,59 @@ def ladder_cell(cell: Cell, path: Path, ev: EvalSpec, *, device: Optional[str] =
     soon as it is made, so a killed evaluation keeps the radii it finished. Returns the radii
     computed by this call."""
     from ..evaluate import evaluate
-    from ..models import load_model
-    from ..runs import load_bundle
     from ..threat import ThreatModel
 
-    radii = read_ladder(path, ev)
-    todo = [r for _, r in ev.ladder() if str(r) not in radii]
-    if not todo:
-        return []
-    device = device or cell.cfg.device
-    model = load_model(path, device=device)
-    test = load_bundle(cell.cfg).test
-    for r in todo:
+    def run(model, bundle, r, device):
         threat = ThreatModel.resolve(None, eps=r, steps=ev.pgd_steps)  # step r/4
-        radii[str(r)] = evaluate(model, test, attack="pgd", eps=threat.eps, alpha=threat.alpha,
-                                 steps=threat.steps, n=ev.n, batch_size=ev.batch_size, seed=0,
-                                 device=device)
-        io.write_json(path / LADDER_FILE, {"settings": ladder_settings(ev), "radii": radii})
-    return todo
+        return evaluate(model, bundle.test, attack="pgd", eps=threat.eps, alpha=threat.alpha,
+                        steps=threat.steps, n=ev.n, batch_size=ev.batch_size, seed=0,
+                        device=device)
+
+    return fill_cache(cell, path, path / LADDER_FILE, ladder_settings(ev), "radii",
+                      {str(r): r for _, r in ev.ladder()}, run, device=device)
+
+
+def attacks_cache_settings(ev: EvalSpec) -> dict:
+    """The settings every entry of a cell's ``attacks.json`` was computed with (each entry's
+    result states its attack, ε, step and steps)."""
+    return {"threat": "the cell's", "steps": ev.pgd_steps, "n": ev.n, "seed": 0,
+            "batch_size": ev.batch_size}
+
+
+def read_attacks(path: Path, ev: EvalSpec) -> dict:
+    """The cached ``eval.attacks`` results of a cell directory (``{name: evaluate() result}``);
+    empty when there are none, refused when they were made with other settings."""
+    return read_cache(path / ATTACKS_FILE, attacks_cache_settings(ev), "attacks")
+
+
+def attacks_cell(cell: Cell, path: Path, ev: EvalSpec, *, device: Optional[str] = None) -> list:
+    """Every attack of ``ev.attacks`` not yet in ``attacks.json``, on the fixed ``ev.n`` test
+    slice at the cell's threat model: ε and step from the dataset card and the cell's config
+    (:meth:`~samplewise.threat.ThreatModel.resolve`, as the cell's final evaluation), steps
+    ``ev.pgd_steps``, seed 0. Returns the attacks computed by this call."""
+    from ..evaluate import evaluate
+    from ..threat import ThreatModel
+
+    def run(model, bundle, name, device):
+        threat = ThreatModel.resolve(bundle.card, eps=cell.cfg.eps, alpha=cell.cfg.alpha,
+                                     steps=ev.pgd_steps)
+        return evaluate(model, bundle.test, attack=name, threat=threat, n=ev.n,
+                        batch_size=ev.batch_size, seed=0, device=device)
+
+    return fill_cache(cell, path, path / ATTACKS_FILE, attacks_cache_settings(ev), "attacks",
+                      {a: a for a in ev.attacks or ()}, run, device=device)
 
 
 def needs_work(cell: Cell, path: Path, ev: EvalSpec) -> bool:
-    """Whether the cell is unfinished (training, its AutoAttack when asked for, or a radius of
-    its ``eps_ladder``)."""
+    """Whether the cell is unfinished (training, its AutoAttack when asked for, a radius of
+    its ``eps_ladder`` or an attack of ``eval.attacks``)."""
     if not is_finished(path) or (ev.wants_autoattack(cell.params["seed"])
                                  and not (path / AUTOATTACK_FILE).is_file()):
         return True
     done = read_ladder(path, ev)
-    return any(str(r) not in done for _, r in ev.ladder())
+    attacked = read_attacks(path, ev)
+    return any(str(r) not in done for _, r in ev.ladder()) or \
+        any(a not in attacked for a in ev.attacks or ())
 
 
 def claim_next(cells: Sequence[Cell], out_dir, ev: EvalSpec, skip=()):
@@ -587,6 +657,7 @@ def run_cells(cells: Sequence[Cell], out_dir, ev: EvalSpec, *, share=None,
         check_same_settings(cell, cell_dir(out_dir, cell))
         _cached_autoattack(cell_dir(out_dir, cell), ev)
         read_ladder(cell_dir(out_dir, cell), ev)
+        read_attacks(cell_dir(out_dir, cell), ev)
     log.info("%d of %d cells to run%s", len(todo), len(cells),
              "" if share is None else " (share %d/%d)" % parse_share(share))
     status: dict[str, str] = {c.id: "already finished" for c in todo

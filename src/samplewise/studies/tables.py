@@ -4,7 +4,8 @@
 values, seed, clean/PGD/AutoAttack accuracy, training-set size, epochs, budget, seconds),
 ``results.md`` (mean ± std over seeds, with the number of seeds) and ``results.json`` (rows,
 grouped summary, evaluation settings, the study config, the missing cells). With an
-``eval.eps_ladder``, every table gets one ``pgd_acc@<radius>`` column per radius.
+``eval.eps_ladder``, every table gets one ``pgd_acc@<radius>`` column per radius; with
+``eval.attacks``, one ``robust_acc@<attack>`` column per attack.
 
 Example:
     >>> record = write_results(cfg, cells, "runs/study", title="Coreset study")
@@ -23,7 +24,7 @@ from typing import Optional, Sequence
 
 from .. import io
 from .grid import (AUTOATTACK_FILE, Cell, EvalSpec, StudyConfig, cell_dir, radius_label,
-                   read_ladder)
+                   read_attacks, read_ladder)
 
 RESULTS = ("results.csv", "results.md", "results.json")
 METRIC_COLUMNS = ("clean_acc", "pgd_acc", "autoattack_acc")
@@ -39,9 +40,20 @@ def ladder_metrics(ev: Optional[EvalSpec]) -> list[str]:
     return [ladder_metric(label) for label, _ in ev.ladder()] if ev is not None else []
 
 
+def attack_metric(name: str) -> str:
+    """The column of an ``eval.attacks`` attack's accuracy, e.g. ``robust_acc@fgsm``."""
+    return f"robust_acc@{name}"
+
+
+def attack_metrics(ev: Optional[EvalSpec]) -> list[str]:
+    """The ``eval.attacks`` columns of ``ev``, in the config's order."""
+    return [attack_metric(a) for a in (ev.attacks or ())] if ev is not None else []
+
+
 def cell_row(cell: Cell, path: Path, ev: Optional[EvalSpec] = None) -> Optional[dict]:
     """The results row of a finished cell (None if it is not finished); with ``ev``'s
-    ``eps_ladder``, one ``pgd_acc@<radius>`` column per radius (None until evaluated)."""
+    ``eps_ladder``, one ``pgd_acc@<radius>`` column per radius, and with its ``attacks`` one
+    ``robust_acc@<attack>`` column per attack (None until evaluated)."""
     if not (path / "result.json").is_file():
         return None
     res = json.loads((path / "result.json").read_text())
@@ -53,6 +65,10 @@ def cell_row(cell: Cell, path: Path, ev: Optional[EvalSpec] = None) -> Optional[
         cached = read_ladder(path, ev)
         ladder = {ladder_metric(label): cached[str(r)]["robust_acc"] if str(r) in cached else None
                   for label, r in ev.ladder()}
+    if ev is not None and ev.attacks:
+        cached = read_attacks(path, ev)
+        ladder.update({attack_metric(a): cached[a]["robust_acc"] if a in cached else None
+                       for a in ev.attacks})
     return {"cell": cell.id, **cell.params, "clean_acc": res["clean_acc"],
             "pgd_acc": res["robust_acc"], **ladder, "autoattack_acc": aa,
             "n_train": res.get("n_train"), "epochs": res.get("epochs"),
@@ -122,12 +138,16 @@ def results_markdown(summary: Sequence[dict], group: Sequence[str], *, title: st
     lines = [f"# {title}", "",
              f"Accuracy (%) on the fixed test slice: clean and PGD-{ev.pgd_steps}{eps_text} on "
              f"{ev.n} samples{aa}. Mean ± std over seeds (sample std, ddof = 1; the mean alone "
-             "when one seed has a value); `seeds` counts the finished seeds.", ""]
+             "when one seed has a value); `seeds` counts the finished seeds." +
+             attacks_note(ev), ""]
     heads = [*group, "seeds", "n_train", "epochs", "clean", f"PGD-{ev.pgd_steps}"]
     metrics = ["clean_acc", "pgd_acc"]
     for label, _ in ladder:
         heads.append(f"PGD-{ev.pgd_steps} ε={label}")
         metrics.append(ladder_metric(label))
+    for name in ev.attacks or ():
+        heads.append(name)
+        metrics.append(attack_metric(name))
     if autoattack:
         heads.append("AutoAttack")
         metrics.append("autoattack_acc")
@@ -140,6 +160,14 @@ def results_markdown(summary: Sequence[dict], group: Sequence[str], *, title: st
         shown = ", ".join(missing[:12]) + (", ..." if len(missing) > 12 else "")
         lines += ["", f"{len(missing)} cell(s) not finished yet: {shown} (all in results.json)."]
     return "\n".join(lines) + "\n"
+
+
+def attacks_note(ev: EvalSpec) -> str:
+    """The sentence on the ``eval.attacks`` columns (empty without them)."""
+    if not ev.attacks:
+        return ""
+    return (f" Columns {', '.join(ev.attacks)}: that registered attack at the cell's ε and step, "
+            f"{ev.pgd_steps} steps, seed 0, on the same {ev.n} samples.")
 
 
 def autoattack_label(ev: EvalSpec) -> Optional[str]:
@@ -171,7 +199,7 @@ def write_results(cfg: StudyConfig, cells: Sequence[Cell], out_dir, *, title: st
     rows, missing = collect(cells, out, cfg.eval)
     group = list(cfg.grid)
     autoattack = cfg.eval.autoattack
-    ladder = ladder_metrics(cfg.eval)
+    ladder = ladder_metrics(cfg.eval) + attack_metrics(cfg.eval)
     columns = ["cell", *group, "seed", "clean_acc", "pgd_acc", *ladder,
                *(["autoattack_acc"] if autoattack else []),
                "n_train", "epochs", "budget", "seconds"]
@@ -186,7 +214,9 @@ def write_results(cfg: StudyConfig, cells: Sequence[Cell], out_dir, *, title: st
                                                        autoattack=autoattack))
     notes = {"seconds": "sum of the cell's epoch times (training only)",
              "std": "sample standard deviation over seeds (ddof=1; 0 with one seed)"}
-    if ladder:
+    if cfg.eval.attacks:
+        notes["robust_acc@<attack>"] = attacks_note(cfg.eval).strip()
+    if cfg.eval.ladder():
         notes["pgd_acc@<eps>"] = (f"PGD-{cfg.eval.pgd_steps} accuracy at that radius, step "
                                   "eps/4, seed 0, on the same test slice as pgd_acc")
     record = {"study": cfg.study, "title": title, "cells_total": len(cells),

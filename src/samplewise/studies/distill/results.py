@@ -26,7 +26,7 @@ def distill_rows(cfg: StudyConfig, cells: Sequence[Cell], out_dir,
 
     for cell in sorted(cells, key=key):
         path = grid.cell_dir(out_dir, cell)
-        row = tables.cell_row(cell, path)
+        row = tables.cell_row(cell, path, cfg.eval)
         if row is None:
             missing.append(cell.id)
             continue
@@ -67,15 +67,18 @@ def distill_markdown(summary: Sequence[dict], ev: EvalSpec, eps, missing) -> str
              ". Student columns: mean ± std over seeds (ddof = 1). `TAS train`: fraction of the "
              "student's training adversarial examples that also fool the teacher, last epoch; "
              f"`TAS test`: the same for PGD-{TRANSFER_STEPS} by the student on the {ev.n} test "
-             f"samples. Teacher `{NONE}`: the student trained alone.", ""]
+             f"samples. Teacher `{NONE}`: the student trained alone." +
+             tables.attacks_note(ev), ""]
     heads = ["teacher", "teacher clean", f"teacher PGD-{ev.pgd_steps}",
              *(["teacher AA"] if aa else []), "method", "seeds", "clean",
-             f"PGD-{ev.pgd_steps}", *(["AutoAttack"] if aa else []), "TAS train", "TAS test"]
+             f"PGD-{ev.pgd_steps}", *(ev.attacks or ()), *(["AutoAttack"] if aa else []),
+             "TAS train", "TAS test"]
     lines += ["| " + " | ".join(heads) + " |", "|" + " --- |" * len(heads)]
     for s in summary:
         c = [s["teacher"], _num(s.get("teacher_clean")), _num(s.get("teacher_pgd")),
              *([_num(s.get("teacher_aa"))] if aa else []), s["method"], str(s["seeds"])]
-        for m in ("clean_acc", "pgd_acc", *(["autoattack_acc"] if aa else [])):
+        for m in ("clean_acc", "pgd_acc", *tables.attack_metrics(ev),
+                  *(["autoattack_acc"] if aa else [])):
             c.append(_mean_pm(s[f"{m}_mean"], s[f"{m}_std"], s[f"{m}_n"]))
         for m in ("tas_train", "tas_test"):
             c.append(_mean_pm(s[f"{m}_mean"], s[f"{m}_std"], s[f"{m}_n"], pct=False))
@@ -92,9 +95,11 @@ def write_distill_results(cfg: StudyConfig, cells: Sequence[Cell], out_dir,
     rows, missing = distill_rows(cfg, cells, out, teacher_evals)
     aa = cfg.eval.autoattack
     columns = ["cell", "teacher", "teacher_clean", "teacher_pgd", *(["teacher_aa"] if aa else []),
-               "method", "seed", "clean_acc", "pgd_acc", *(["autoattack_acc"] if aa else []),
+               "method", "seed", "clean_acc", "pgd_acc", *tables.attack_metrics(cfg.eval),
+               *(["autoattack_acc"] if aa else []),
                "tas_train", "tas_test", "tas_test_given_fooled", "n_train", "epochs", "seconds"]
-    summary = tables.summarize(rows, ["teacher", "method"], DISTILL_COLUMNS)
+    summary = tables.summarize(rows, ["teacher", "method"],
+                               (*DISTILL_COLUMNS, *tables.attack_metrics(cfg.eval)))
     for s in summary:
         te = teacher_evals.get(s["teacher"]) or {}
         s.update({"teacher_clean": te.get("clean_acc"), "teacher_pgd": te.get("pgd_acc"),
