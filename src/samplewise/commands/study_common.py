@@ -40,3 +40,11 @@ def print_summary(res: dict) -> int:
     for cell in res["failed"]:
         print(f"failed: {cell}: {res['ran'][cell][len('failed: '):]}")
     return 1 if res["failed"] else 0
+
+
+def run_study(args: argparse.Namespace, runner) -> int:
+    """Run (or with ``--report`` only report) a study with ``runner(config, out, cells=,
+    device=, report_only=)`` and print its summary."""
+    res = runner(args.config, args.out, cells=cells_share(args), device=args.device,
+                 report_only=args.report)
+    return print_summary(res)

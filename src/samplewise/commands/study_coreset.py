@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .study_common import add_study_arguments, cells_share, print_summary
+from .study_common import add_study_arguments, run_study
 
 HELP = ("EasyCore coreset study: one scoring run, subsets per selector x fraction, cells per "
         "objective x seed, plus full data.")
@@ -18,7 +18,4 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run (or with ``--report`` only report) the study, print its summary."""
     from ..studies.coreset_study import run_coreset_study
-
-    res = run_coreset_study(args.config, args.out, cells=cells_share(args), device=args.device,
-                            report_only=args.report)
-    return print_summary(res)
+    return run_study(args, run_coreset_study)

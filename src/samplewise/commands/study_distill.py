@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .study_common import add_study_arguments, cells_share, print_summary
+from .study_common import add_study_arguments, run_study
 
 HELP = ("Adversarial distillation study: teachers (given or trained by the study) x methods x "
         "seeds; student robustness against teacher robustness and TAS.")
@@ -18,7 +18,4 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run (or with ``--report`` only report) the study, print its summary."""
     from ..studies.distill import run_distill_study
-
-    res = run_distill_study(args.config, args.out, cells=cells_share(args), device=args.device,
-                            report_only=args.report)
-    return print_summary(res)
+    return run_study(args, run_distill_study)
