@@ -95,14 +95,19 @@ def test_what_is_left_alone():
     assert not can_use_nhwc(ext) and not can_use_nhwc(mlp) and can_use_nhwc(model())
 
 
-def test_fit_trains_the_student_and_its_teacher_in_nhwc():
+def random_bundle(n: int, seed: int):
+    """``n`` random images of CARD's shape with random labels, as train and test split."""
     from samplewise.data.cards import DataBundle, Split, fingerprint
-    g = torch.Generator().manual_seed(4)
-    x = (torch.rand(64, *CARD.shape, generator=g) * 255).to(torch.uint8)
-    y = torch.randint(0, 10, (64,), generator=g)
-    split = Split(x=x, y=y, index=torch.arange(64))
-    bundle = DataBundle(card=CARD, train=split, test=split,
-                        fingerprint=fingerprint(x.numpy(), y.numpy()))
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(n, *CARD.shape, generator=g) * 255).to(torch.uint8)
+    y = torch.randint(0, 10, (n,), generator=g)
+    split = Split(x=x, y=y, index=torch.arange(n))
+    return DataBundle(card=CARD, train=split, test=split,
+                      fingerprint=fingerprint(x.numpy(), y.numpy()))
+
+
+def test_fit_trains_the_student_and_its_teacher_in_nhwc():
+    bundle = random_bundle(64, seed=4)
     teacher, student = model(1, width=2).eval(), model(2)
     obj = build_objective("saad", eps=0.1, alpha=0.025, steps=2, teacher=teacher)
     seen = layouts_seen(student)
@@ -112,13 +117,7 @@ def test_fit_trains_the_student_and_its_teacher_in_nhwc():
 
 
 def test_fit_follows_channels_last_false_and_leaves_the_teacher_alone():
-    from samplewise.data.cards import DataBundle, Split, fingerprint
-    g = torch.Generator().manual_seed(5)
-    x = (torch.rand(32, *CARD.shape, generator=g) * 255).to(torch.uint8)
-    y = torch.randint(0, 10, (32,), generator=g)
-    split = Split(x=x, y=y, index=torch.arange(32))
-    bundle = DataBundle(card=CARD, train=split, test=split,
-                        fingerprint=fingerprint(x.numpy(), y.numpy()))
+    bundle = random_bundle(32, seed=5)
     teacher, student = model(1, width=2).eval(), model(2)
     obj = build_objective("ard", eps=0.1, alpha=0.025, steps=1, teacher=teacher)
     fit(student, bundle, obj, TrainConfig(epochs=1, batch_size=32, eval_n=8, progress=False,

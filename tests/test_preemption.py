@@ -28,9 +28,10 @@ from samplewise.models import create_model, save_model
 from samplewise.runs import run_training
 from samplewise.train import Hook
 
+from runcheck import TIMING, assert_same_run
+
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
 FAST = ["eval_n=60", "eval_steps=2", "monitor_steps=1", "progress=false", "threads=1"]
-TIMING = {"train_seconds", "epoch_seconds"}
 
 #: runs the CLI with a hook that sends itself signals at (epoch, step); optionally sends two
 #: more (SIGTERM, SIGINT) halfway through writing checkpoint.pt after a stop was requested
@@ -97,18 +98,13 @@ def _resume_args(stderr: str) -> list[str]:
     return words[1:]
 
 
-def _assert_same_run(a: Path, b: Path) -> None:
-    sa = io.torch_load(a / "model.pt")["state_dict"]
-    sb = io.torch_load(b / "model.pt")["state_dict"]
-    assert sa.keys() == sb.keys()
-    assert all(torch.equal(sa[k], sb[k]) for k in sa), "weights differ"
-    strip = lambda m: {k: v for k, v in m.items() if k != "seconds"}  # noqa: E731
-    ma, mb = io.read_jsonl(a / "metrics.jsonl"), io.read_jsonl(b / "metrics.jsonl")
-    assert [strip(m) for m in ma] == [strip(m) for m in mb] and len(ma) > 0
-    ra = json.loads((a / "result.json").read_text())
-    rb = json.loads((b / "result.json").read_text())
-    assert {k: v for k, v in ra.items() if k not in TIMING} == \
-           {k: v for k, v in rb.items() if k not in TIMING}
+def _resume_matches_twin(cut, twin, a: Path, b: Path) -> None:
+    """Run the resume command ``cut``'s stop line gives; the result equals the uninterrupted
+    ``twin`` run in ``a``."""
+    again = _run(_resume_args(cut.stderr))
+    assert again.returncode == 0, again.stderr
+    assert twin.wait(timeout=600) == 0
+    assert_same_run(a, b)
 
 
 def _stopped_checkpoint(run: Path, epoch: int, step: int) -> dict:
@@ -136,10 +132,7 @@ def test_sigterm_mid_epoch_train_checkpoints_then_resume_is_bit_identical(tmp_pa
             f"{' '.join(FAST)} --resume")
     assert lines[0] == want
     _stopped_checkpoint(b, epoch=1, step=3)
-    again = _run(_resume_args(cut.stderr))
-    assert again.returncode == 0, again.stderr
-    assert twin.wait(timeout=600) == 0
-    _assert_same_run(a, b)
+    _resume_matches_twin(cut, twin, a, b)
 
 
 def test_sigterm_mid_epoch_score_keeps_the_trackers_partial_epoch(tmp_path):
@@ -154,10 +147,7 @@ def test_sigterm_mid_epoch_score_keeps_the_trackers_partial_epoch(tmp_path):
     online = next(h["state"] for h in state["hooks"] if h["hook"] == "OnlineAIGNTracker")
     assert online["partial"]["epoch"] == 1 and int(online["partial"]["count"].sum()) == 5 * 32
     assert _resume_args(cut.stderr)[-1] == "--resume"
-    again = _run(_resume_args(cut.stderr))
-    assert again.returncode == 0, again.stderr
-    assert twin.wait(timeout=600) == 0
-    _assert_same_run(a, b)
+    _resume_matches_twin(cut, twin, a, b)
     sa, sb = np.load(a / "scores.npz"), np.load(b / "scores.npz")
     assert sorted(sa.files) == sorted(sb.files)
     for k in sa.files:
@@ -177,10 +167,7 @@ def test_second_signals_during_the_checkpoint_write_change_nothing(tmp_path):
     assert marker.read_text() == "3"  # the handler saw all three signals, and the write went on
     assert cut.stderr.startswith("samplewise: stopped by SIGINT at epoch 1, step 4 of 6; ")
     _stopped_checkpoint(b, epoch=0, step=4)
-    again = _run(_resume_args(cut.stderr))
-    assert again.returncode == 0, again.stderr
-    assert twin.wait(timeout=600) == 0
-    _assert_same_run(a, b)
+    _resume_matches_twin(cut, twin, a, b)
 
 
 class _SignalAt(Hook):
@@ -210,7 +197,7 @@ def test_sigterm_mid_epoch_saad_distillation_keeps_the_per_sample_ema(tmp_path):
     assert state["objective"]["ema_seen"].sum() == 400  # every sample seen in epoch 1
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
     resumed = run_training(cfg, tmp_path / "cut", resume=True)
-    _assert_same_run(tmp_path / "full", tmp_path / "cut")
+    assert_same_run(tmp_path / "full", tmp_path / "cut")
     assert {k: v for k, v in full.items() if k not in TIMING} == \
            {k: v for k, v in resumed.items() if k not in TIMING}
     tas = [json.loads((tmp_path / d / "result.json").read_text())["tas_per_epoch"]
@@ -240,4 +227,4 @@ def test_sigterm_with_augmentation_twice_and_on_an_epoch_s_last_step(tmp_path):
         run_training(cfg, tmp_path / "cut", resume=True, hooks=[_SignalAt(1, 3)])
     _stopped_checkpoint(tmp_path / "cut", epoch=1, step=4)
     run_training(cfg, tmp_path / "cut", resume=True)
-    _assert_same_run(tmp_path / "full", tmp_path / "cut")
+    assert_same_run(tmp_path / "full", tmp_path / "cut")

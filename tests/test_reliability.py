@@ -33,10 +33,11 @@ from samplewise.models import create_model, load_model, save_model
 from samplewise.runs import run_training
 from samplewise.train import Hook
 
+from runcheck import TIMING, assert_same_run
+
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "TQDM_DISABLE": "1"}
 #: small evaluation slices; one thread per process so that two runs side by side do not fight
 FAST = ["eval_n=100", "eval_steps=3", "monitor_steps=2", "progress=false", "threads=1"]
-TIMING = {"train_seconds", "epoch_seconds"}
 
 
 def _cli(*args) -> list[str]:
@@ -137,25 +138,11 @@ def _check_the_kill(facts: dict, epochs: int) -> None:
     assert all(t.startswith(".") and t.endswith(".tmp") for t in files.get("tmp", []))
 
 
-def _assert_same_run(a: Path, b: Path) -> None:
-    sa = io.torch_load(a / "model.pt")["state_dict"]
-    sb = io.torch_load(b / "model.pt")["state_dict"]
-    assert sa.keys() == sb.keys()
-    assert all(torch.equal(sa[k], sb[k]) for k in sa), "weights differ"
-    strip = lambda m: {k: v for k, v in m.items() if k != "seconds"}  # noqa: E731
-    ma, mb = io.read_jsonl(a / "metrics.jsonl"), io.read_jsonl(b / "metrics.jsonl")
-    assert [strip(m) for m in ma] == [strip(m) for m in mb]
-    ra = json.loads((a / "result.json").read_text())
-    rb = json.loads((b / "result.json").read_text())
-    assert {k: v for k, v in ra.items() if k not in TIMING} == \
-           {k: v for k, v in rb.items() if k not in TIMING}
-
-
 # ---------------------------------------------------------------------------- SIGKILL + resume
 def test_sigkill_train_mid_epoch_then_resume_is_bit_identical(killed_runs):
     d, facts = killed_runs
     _check_the_kill(facts["train"], epochs=2)
-    _assert_same_run(d / "train-A", d / "train-B")
+    assert_same_run(d / "train-A", d / "train-B")
     assert [m["epoch"] for m in io.read_jsonl(d / "train-B" / "metrics.jsonl")] == [1, 2]
 
 
@@ -163,7 +150,7 @@ def test_sigkill_score_mid_epoch_then_resume_is_bit_identical(killed_runs):
     d, facts = killed_runs
     _check_the_kill(facts["score"], epochs=3)
     a, b = d / "score-A", d / "score-B"
-    _assert_same_run(a, b)
+    assert_same_run(a, b)
     sa, sb = io.np_load(a / "scores.npz"), io.np_load(b / "scores.npz")
     assert sorted(sa) == sorted(sb) == sorted(["index", "labels", "aign", "el2n", "grand",
                                                "forgetting", "aum", "loss", "aign_per_epoch",
@@ -436,7 +423,7 @@ def test_distill_crash_mid_epoch_then_resume_is_bit_identical(tmp_path):
         run_training(cfg, tmp_path / "cut", hooks=[_CrashAt(epoch=1, step=2)])
     assert io.torch_load(tmp_path / "cut" / "checkpoint.pt")["epoch"] == 1
     resumed = run_training(cfg, tmp_path / "cut", resume=True, hooks=[_CrashAt(epoch=-1, step=-1)])
-    _assert_same_run(tmp_path / "full", tmp_path / "cut")
+    assert_same_run(tmp_path / "full", tmp_path / "cut")
     assert {k: v for k, v in full.items() if k not in TIMING} == \
            {k: v for k, v in resumed.items() if k not in TIMING}
     ema = [io.torch_load(tmp_path / d / "checkpoint.pt")["objective"] for d in ("full", "cut")]
@@ -454,7 +441,7 @@ def test_resume_of_a_run_killed_in_its_first_epoch_starts_over(tmp_path):
     assert (tmp_path / "cut" / "config.yaml").exists()
     resumed = run_training(cfg, tmp_path / "cut", resume=True, hooks=[_CrashAt(epoch=-1, step=-1)])
     assert resumed["clean_acc"] == full["clean_acc"]
-    _assert_same_run(tmp_path / "full", tmp_path / "cut")
+    assert_same_run(tmp_path / "full", tmp_path / "cut")
 
 
 # ---------------------------------------------------------------------------- property tests
