@@ -260,8 +260,8 @@ def test_digits_study_writes_tables_and_plots(digits_study):
     for name in ("robust_vs_fraction.png", "clean_vs_fraction.png"):
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
-    assert sorted(Path(p).name for p in summary["plots"]) == ["clean_vs_fraction.png",
-                                                              "robust_vs_fraction.png"]
+    assert sorted(Path(p).name for p in summary["plots"]) == [
+        "clean_vs_fraction.png", "robust_vs_clean.png", "robust_vs_fraction.png"]
 
 
 def test_digits_study_rerun_skips_finished_cells_and_adds_autoattack(digits_study, monkeypatch,
@@ -299,7 +299,8 @@ def test_digits_study_rerun_skips_finished_cells_and_adds_autoattack(digits_stud
     assert sum(r["autoattack_acc"] != "" for r in rows.values()) == 1
     md = (out / "results.md").read_text()
     assert "AutoAttack (apgd-ce) on 16 (seed 0 only)" in md
-    assert [Path(p).name for p in with_aa["plots"]][-1] == "autoattack_vs_fraction.png"
+    assert [Path(p).name for p in with_aa["plots"]][-2:] == ["autoattack_vs_fraction.png",
+                                                              "robust_vs_clean.png"]
     easy = next(line for line in md.splitlines() if line.startswith("| easycore"))
     assert easy.rstrip(" |").endswith(f"| {100 * aa['robust_acc']:.2f}")   # one seed: no ±
     run_coreset_study(config, out, cells="1/3")

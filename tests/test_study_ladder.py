@@ -121,7 +121,8 @@ def test_tables_have_one_column_per_radius(study):
     aa = json.loads((out / "cells" / "random-f0.6-standard-s0" / "autoattack.json").read_text())
     assert aa["eps"] == 0.1 and aa["n"] == 12
     names = [Path(p).name for p in summary["plots"]]
-    assert names[-2:] == ["robust_vs_eps.png", "robust_vs_fraction_middle_eps.png"]
+    assert names[-3:] == ["robust_vs_eps.png", "robust_vs_fraction_middle_eps.png",
+                          "robust_vs_clean.png"]
     for name in names:
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000

@@ -97,10 +97,71 @@ def plot_vs_eps(summary: Sequence[dict], ev, path, *, title: str) -> Path:
     return save_figure(fig, path)
 
 
+def tradeoff_points(summary: Sequence[dict], metric: str) -> dict[str, dict[str, list[tuple]]]:
+    """The points of :func:`plot_robust_vs_clean`: per objective and selector (``full``
+    included), ``(fraction, clean mean, clean std, metric mean, metric std)`` in %, sorted by
+    fraction; rows without both means are left out.
+
+    Example:
+        >>> tradeoff_points([{"objective": "standard", "selector": "random", "fraction": 0.5,
+        ...                   "clean_acc_mean": 0.8, "clean_acc_std": 0.01,
+        ...                   "pgd_acc_mean": 0.4, "pgd_acc_std": 0.02}], "pgd_acc")
+        {'standard': {'random': [(0.5, 80.0, 1.0, 40.0, 2.0)]}}
+    """
+    out: dict[str, dict[str, list[tuple]]] = {}
+    for s in summary:
+        clean, robust = s.get("clean_acc_mean"), s.get(f"{metric}_mean")
+        if clean is None or robust is None:
+            continue
+        pts = out.setdefault(s["objective"], {}).setdefault(s["selector"], [])
+        pts.append((s["fraction"], 100 * clean, 100 * (s.get("clean_acc_std") or 0.0),
+                    100 * robust, 100 * (s.get(f"{metric}_std") or 0.0)))
+    for per_selector in out.values():
+        for pts in per_selector.values():
+            pts.sort()
+    return out
+
+
+def plot_robust_vs_clean(summary: Sequence[dict], metric: str, path, *, ylabel: str,
+                         title: str) -> Path:
+    """One panel per objective: ``metric`` against clean accuracy (mean ± std over seeds, in %
+    on both axes), one line per selector through its fractions (each point labelled with its
+    fraction), full data as a black star. A selector whose line lies above another's at the
+    same clean accuracy buys more robustness for the accuracy it gives up, whatever the
+    fraction: the comparison that a smaller, less fitted model cannot win by underfitting."""
+    points = tradeoff_points(summary, metric)
+    objectives = list(points)
+    fig, axes = new_figure(max(1, len(objectives)), width=5.2, height=4.2)
+    selectors = list(dict.fromkeys(s["selector"] for s in summary if s["selector"] != FULL))
+    colors = {name: f"C{i % 10}" for i, name in enumerate(selectors)}
+    for ax, objective in zip(axes, objectives):
+        for name, pts in points[objective].items():
+            f, cm, cs, rm, rs = (np.array(v, dtype=float) for v in zip(*pts))
+            if name == FULL:
+                ax.errorbar(cm, rm, xerr=cs, yerr=rs, marker="*", markersize=12, color="black",
+                            linestyle="none", capsize=3, label="full data")
+                continue
+            ax.errorbar(cm, rm, xerr=cs, yerr=rs, marker="o", capsize=3, label=name,
+                        color=colors[name])
+            for x, y, frac in zip(cm, rm, f):
+                ax.annotate(f"{frac:g}", (x, y), textcoords="offset points", xytext=(4, 3),
+                            fontsize="x-small", color=colors[name])
+        ax.set_title(objective)
+        ax.set_xlabel("clean accuracy (%)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+    fig.suptitle(title, fontsize="medium")
+    return save_figure(fig, path)
+
+
 def coreset_plots(summary: Sequence[dict], out_dir, ev) -> list[Path]:
     """Robust (PGD) and clean accuracy against the fraction (and AutoAttack when computed);
     with an ``eps_ladder``, also PGD accuracy against ε per fraction (``robust_vs_eps.png``) and
-    against the fraction at the ladder's middle radius (``robust_vs_fraction_middle_eps.png``)."""
+    against the fraction at the ladder's middle radius (``robust_vs_fraction_middle_eps.png``);
+    last, robust accuracy (at the middle radius, else at the cell's ε) against clean accuracy
+    (``robust_vs_clean.png``)."""
     from .tables import ladder_metric
 
     out = Path(out_dir)
@@ -129,4 +190,11 @@ def coreset_plots(summary: Sequence[dict], out_dir, ev) -> list[Path]:
                                       ylabel=f"PGD-{ev.pgd_steps} accuracy at ε={middle[0]} (%)",
                                       title=f"Robust accuracy at ε={middle[0]} vs coreset size\n"
                                             f"{steps}"))
+    metric, at = ((ladder_metric(middle[0]), f" at ε={middle[0]}") if middle is not None
+                  else ("pgd_acc", ""))
+    paths.append(plot_robust_vs_clean(
+        summary, metric, out / "robust_vs_clean.png",
+        ylabel=f"PGD-{ev.pgd_steps} accuracy{at} (%)",
+        title=f"Robustness against clean accuracy (labels: fraction kept)\n"
+              f"PGD-{ev.pgd_steps}{at}, n={ev.n}; {note}"))
     return paths

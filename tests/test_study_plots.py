@@ -1,0 +1,39 @@
+"""The coreset study's robustness-against-clean-accuracy plot: its points are the summary's
+means and stds, per objective and selector, sorted by fraction."""
+
+from __future__ import annotations
+
+import pytest
+
+from samplewise.studies.plots import plot_robust_vs_clean, tradeoff_points
+
+
+def row(selector, fraction, clean, robust, objective="standard", std=0.01):
+    return {"objective": objective, "selector": selector, "fraction": fraction,
+            "clean_acc_mean": clean, "clean_acc_std": std,
+            "pgd_acc@0.02_mean": robust, "pgd_acc@0.02_std": std / 2}
+
+
+SUMMARY = [row("easycore", 0.5, 0.80, 0.60), row("easycore", 0.1, 0.30, 0.25),
+           row("random", 0.3, 0.84, 0.58), row("full", 1, 0.89, 0.54),
+           row("random", 0.5, 0.86, 0.55, objective="trades"),
+           {"objective": "standard", "selector": "random", "fraction": 0.7,  # not evaluated yet
+            "clean_acc_mean": 0.88, "clean_acc_std": 0.0, "pgd_acc@0.02_mean": None}]
+
+
+def test_points_are_the_summary_in_percent_sorted_by_fraction():
+    pts = tradeoff_points(SUMMARY, "pgd_acc@0.02")
+    assert list(pts) == ["standard", "trades"]
+    assert [p[0] for p in pts["standard"]["easycore"]] == [0.1, 0.5]
+    assert pts["standard"]["easycore"][1] == pytest.approx((0.5, 80.0, 1.0, 60.0, 0.5))
+    assert [p[0] for p in pts["standard"]["random"]] == [0.3]        # the unevaluated 0.7 is out
+    assert pts["standard"]["full"] == [pytest.approx((1, 89.0, 1.0, 54.0, 0.5))]
+    assert list(pts["trades"]) == ["random"]
+    assert pts["trades"]["random"] == [pytest.approx((0.5, 86.0, 1.0, 55.0, 0.5))]
+
+
+def test_plot_writes_one_png(tmp_path):
+    path = plot_robust_vs_clean(SUMMARY, "pgd_acc@0.02", tmp_path / "f.png", ylabel="y",
+                                title="t")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.png"]   # no temporary left behind
