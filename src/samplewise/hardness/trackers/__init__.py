@@ -8,8 +8,9 @@ training run goes on; each keeps its state in ``state_dict()`` so a killed run r
   mode gives, per sample, the input-gradient norm ``‖∇ₓ CE(f(xᵢ), yᵢ)‖_p`` (the AIGN column),
   the softmax error ``‖softmax(z) − onehot(y)‖₂`` (EL2N) and the closed-form last-layer
   gradient norm (GraNd).
-- :class:`OnlineAIGNTracker` (mode ``"online"``): reads the input gradients the training step
-  computes anyway (nearly free), i.e. on augmented inputs with the model in train mode.
+- :class:`OnlineAIGNTracker` (mode ``"online"``): reads the input gradients of the training
+  step's own backward (the inputs require grad, which adds the stem's input gradient: about 5%
+  of a small CNN's epoch, docs/performance.md), i.e. on augmented inputs in train mode.
 - :class:`TrainingDynamicsTracker`: forgetting events, area under the margin and cumulative
   loss, from the training minibatches' logits and per-sample losses.
 
