@@ -89,7 +89,8 @@ def resolve_attack(cfg: TrainConfig, bundle: DataBundle) -> TrainConfig:
 
 @holds_out_dir
 def run_training(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: bool = False,
-                 hooks: Sequence[Hook] = (), device: str | None = None, subset=None) -> dict:
+                 hooks: Sequence[Hook] = (), device: str | None = None, subset=None,
+                 bundle: DataBundle | None = None) -> dict:
     """Train (or distil) as ``cfg`` says and write the run directory; returns ``result.json``.
 
     Keys ``cfg`` leaves unset take the objective's recipe defaults (:func:`resolve_recipe`), as
@@ -101,6 +102,8 @@ def run_training(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
             and the dataset fingerprint beside it (:data:`RUN_SUBSET`), and the run then trains
             exactly as with ``cfg.subset`` naming that file; a resumed run must pass the same
             indices.
+        bundle: ``cfg``'s dataset as :func:`load_bundle` loads it, for a caller that needs it
+            too (:func:`samplewise.hardness.scoring.score`); None: loaded here.
 
     Example:
         >>> run_training(TrainConfig(dataset="digits", model="cnn-small", epochs=3), "runs/demo")
@@ -123,13 +126,15 @@ def run_training(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
         torch.set_num_threads(cfg.threads)
     env = distributed.setup(device or cfg.device)
     device = env.device
-    bundle = load_bundle(cfg)
+    bundle = load_bundle(cfg) if bundle is None else bundle
+    cfg = resolve_attack(cfg, bundle)
     given = subset is not None
     if given:
         cfg, subset = given_subset(cfg, out, subset, bundle, resume)
     else:
         subset = read_subset(cfg.subset, bundle).indices if cfg.subset else None
-    cfg = resolve_recipe(resolve_attack(cfg, bundle))
+    subset_checksum = checksum(subset) if subset is not None else None
+    cfg = resolve_recipe(cfg)
     n_train = len(subset) if subset is not None else len(bundle.train)
     epochs = cfg.epochs
     if cfg.budget == "iterations" and subset is not None:
@@ -143,8 +148,8 @@ def run_training(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
     resolved = {**to_dict(cfg), "epochs_run": epochs, "n_train": n_train,
                 "fingerprint": bundle.fingerprint, "objective_settings": objective.settings(),
                 "world_size": env.world_size, **provenance()}
-    if subset is not None:
-        resolved["subset_checksum"] = checksum(subset)
+    if subset_checksum is not None:
+        resolved["subset_checksum"] = subset_checksum
     if resume:
         check_resumable(out, resolved)
     board = _tensorboard(cfg, out, resume, env.is_main)
@@ -155,7 +160,8 @@ def run_training(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
                                               "fingerprint": bundle.fingerprint})
         io.write_text(out / "config.yaml", dump_yaml(resolved))
     model.to(device)
-    choose_layout(model, use_channels_last(cfg, model, device, ddp=env.enabled))  # before DDP
+    nhwc = use_channels_last(cfg, model, device, ddp=env.enabled)
+    choose_layout(model, nhwc)  # before DDP
     ddp = _ddp(model, env)
     history = TransferHistory() if teacher is not None else None
     hooks = [*hooks, history] if history is not None else list(hooks)

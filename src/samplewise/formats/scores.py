@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import check_same_run
 from ..errors import SamplewiseError
 from ..io import np_load, np_savez
 
@@ -257,6 +258,23 @@ class ScoreTable:
                              features=arrays.get("features"), meta=meta)
         table._validate(where)
         table.source = str(path)
+        return table
+
+    @classmethod
+    def load_same_run(cls, path: str | Path, wanted: dict, *, extra: tuple = (),
+                      remedy: str = "pass --overwrite to score again") -> "ScoreTable":
+        """The score file ``path`` if the run recorded in it is ``wanted`` (a config mapping plus
+        the ``extra`` keys, :func:`samplewise.config.check_same_run`), else one refusal naming
+        every differing key. The recipe is ``meta["config"]``; an older file has its top-level
+        meta keys only.
+
+        Example:
+            >>> ScoreTable.load_same_run("runs/s/scores.npz", {**to_dict(cfg), "mode": "online"},
+            ...                          extra=("mode",))
+        """
+        table = cls.load(path)
+        saved = {**table.meta, **(table.meta.get("config") or {})}
+        check_same_run(saved, wanted, where=str(path), extra=extra, remedy=remedy)
         return table
 
     # ------------------------------------------------------------------ access

@@ -77,9 +77,9 @@ def write_subset(path: str | os.PathLike, indices, summary: dict | None = None
     """
     path = Path(path)
     indices = np.sort(check_indices(indices))
-    np_save(path, indices)
     record = {"format": FORMAT, **(summary or {}), "size": int(len(indices)),
               "checksum": checksum(indices)}
+    np_save(path, indices)
     write_json(summary_path(path), record)
     log.info("wrote selection of %d samples to %s", len(indices), path)
     return path, summary_path(path)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .. import distributed, io
-from ..config import TrainConfig, check_same_run, to_dict, validate_train
+from ..config import TrainConfig, to_dict, validate_train
 from ..data import DataBundle
 from ..errors import SamplewiseError
 from ..models import load_model
@@ -110,30 +110,33 @@ def score(cfg: TrainConfig, out_dir: str | Path, *, mode: str = "checkpoint", p:
         >>> t = score(TrainConfig(dataset="digits", epochs=5), "runs/s", mode="online", p="sq")
         >>> t.summary()["aign"]["mean"]
     """
-    cfg = scoring_config(cfg)
     p = norm_kind(p)
     trackers = make_trackers(mode, p=p, track_every=track_every, early_epochs=early_epochs,
                              batch_size=batch_size)
+    cfg = scoring_config(cfg)
+    recipe = to_dict(cfg)
     out = prepare_out_dir(out_dir, resume, overwrite)
     path = out / SCORES_FILE
     settings = {"dataset": cfg.dataset, "model": cfg.model, "epochs": cfg.epochs, "seed": cfg.seed,
                 "train_size": cfg.train_size, "mode": mode, "p": p, "track_every": track_every}
-    if resume and path.exists():
-        return _load_same(path, cfg, settings)
+    if resume and path.exists():  # this very run's file (its recipe and SCORING_KEYS), else refused
+        table = ScoreTable.load_same_run(path, {**recipe, **settings}, extra=SCORING_KEYS)
+        log.info("%s is already scored", path)
+        return table
     path.unlink(missing_ok=True)  # a stale file must never pass for this run's scores
     device = device or cfg.device
     finished = resume and (out / "result.json").exists() and (out / "model.pt").exists()
+    bundle = load_bundle(cfg)  # loaded once, for the training and the table
     # a finished run is checked against this recipe and returned as it is (no training)
     run_training(cfg, out, resume=resume, overwrite=overwrite, hooks=[*trackers, *hooks],
-                 device=device)
+                 device=device, bundle=bundle)
     if finished:
         _restore_trackers(out, trackers, cfg.epochs)
     elif not distributed.current().is_main:
         return None  # every rank holds the merged tracker state; rank 0 writes the file
-    bundle = load_bundle(cfg)
     meta = {**settings, "fingerprint": bundle.fingerprint, "num_train": bundle.index_size,
             "model_args": dict(cfg.model_args), "window": None if window is None else list(window),
-            "forgetting_never_learned": "number of presentations", "config": to_dict(cfg)}
+            "forgetting_never_learned": "number of presentations", "config": recipe}
     table = build_table(trackers, load_model(out, device=device), bundle, meta=meta,
                         window=window, batch_size=batch_size)
     table.save(path)
@@ -191,16 +194,6 @@ def scores_from_model(model: nn.Module, bundle: DataBundle, p: PNorm = 2, *,
     return ScoreTable(index=out["index"][order].numpy(), labels=y.numpy(),
                       scores={k: out[k][order].numpy() for k in ("aign", "el2n", "grand", "loss")},
                       features=out["features"][order].numpy().astype(np.float16), meta=meta)
-
-
-def _load_same(path: Path, cfg: TrainConfig, settings: dict) -> ScoreTable:
-    """The score file of this very run (its recipe and :data:`SCORING_KEYS`), else refused."""
-    table = ScoreTable.load(path)
-    saved = {**table.meta, **(table.meta.get("config") or {})}  # an older file: meta keys only
-    check_same_run(saved, {**to_dict(cfg), **settings}, where=str(path), extra=SCORING_KEYS,
-                   remedy="pass --overwrite to score again")
-    log.info("%s is already scored", path)
-    return table
 
 
 def _restore_trackers(out: Path, trackers: Sequence[Hook], epochs: int) -> None:
