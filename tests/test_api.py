@@ -240,6 +240,18 @@ def test_saad_loss_in_a_hand_loop_equals_fit(digits):
 
 
 # ------------------------------------------------------------------ run_training(subset=...)
+def test_run_training_with_a_loaded_bundle_equals_loading_it_there(tmp_path):
+    from samplewise.runs import load_bundle
+    cfg = _cfg(epochs=1)
+    a = sw.run_training(cfg, tmp_path / "loads")
+    b = sw.run_training(cfg, tmp_path / "given", bundle=load_bundle(cfg))
+    assert {k: a[k] for k in ("clean_acc", "robust_acc")} == {k: b[k] for k in ("clean_acc", "robust_acc")}
+    ma, mb = sw.load_model(tmp_path / "loads"), sw.load_model(tmp_path / "given")
+    assert all(torch.equal(u, v) for u, v in zip(ma.state_dict().values(), mb.state_dict().values()))
+    ca, cb = ((tmp_path / d / "config.yaml").read_text() for d in ("loads", "given"))
+    assert ca.split("git:")[0] == cb.split("git:")[0]
+
+
 def test_run_training_with_indices_equals_a_subset_file(tmp_path, digits):
     idx = np.random.default_rng(0).choice(len(digits.train), 300, replace=False)
     write_subset(tmp_path / "core.npy", idx)

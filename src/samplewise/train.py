@@ -129,6 +129,7 @@ def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainCo
         >>> res = fit(model, load_dataset("digits"), build_objective("standard", eps=0.1,
         ...           alpha=0.025, steps=0), TrainConfig(epochs=2))
     """
+    cfg = with_recipe(cfg, objective.recipe)
     train_split = bundle.train.subset(subset) if subset is not None else bundle.train
     augment = cfg.augment if cfg.augment is not None else (bundle.card.crop_pad > 0 or bundle.card.flip)
     loader = InMemoryLoader(train_split, batch_size=cfg.batch_size, shuffle=True, augment=augment,
@@ -138,7 +139,6 @@ def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainCo
     model.to(device)
     nhwc = use_channels_last(cfg, model, device, ddp=ddp_model is not None)
     step_model = _fast_paths(model, ddp_model, cfg, nhwc)
-    cfg = with_recipe(cfg, objective.recipe)  # recipe keys (weight_decay) are first read from here on
     opt = make_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, cfg.epochs * len(loader)))
     swa = _SWA(model, cfg) if cfg.swa_start is not None else None
