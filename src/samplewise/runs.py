@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from . import distributed, io, runlock
+from .checkpoint import CHECKPOINT
 from .config import TrainConfig, check_same_run, dump_yaml, read_yaml, to_dict
 from .data import DataBundle, load_dataset
 from .errors import SamplewiseError
@@ -32,7 +33,7 @@ from .models.layout import choose_layout
 from .objectives import build_objective, resolve_recipe
 from .runinfo import provenance, seed_everything
 from .threat import ThreatModel
-from .train import CHECKPOINT, FitResult, Hook, fit, use_channels_last
+from .train import FitResult, Hook, fit, use_channels_last
 from .transfer import TransferHistory
 
 log = logging.getLogger(__name__)

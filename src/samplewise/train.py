@@ -1,8 +1,9 @@
 """One training loop for every objective: :func:`fit`.
 
-The loop owns the optimiser, the schedule, checkpoints and metrics; the objective owns the loss;
-hooks (per-sample trackers) see each batch with its dataset indices. A checkpoint is written
-atomically after every epoch with everything needed to continue bit for bit: weights, optimiser,
+The loop owns the optimiser, the schedule, when checkpoints are written and the metrics; the
+objective owns the loss; hooks (per-sample trackers) see each batch with its dataset indices. A
+checkpoint (the file: :mod:`samplewise.checkpoint`) is written atomically after every epoch with
+everything needed to continue bit for bit: weights, optimiser,
 schedule, global RNG states, the objective's and the hooks' state (the loader's order and the
 attacks' noise are derived from ``(seed, epoch)`` and need no saved state). On SIGTERM/SIGINT
 (:mod:`samplewise.preemption`) the loop finishes its step and writes a mid-epoch checkpoint
@@ -11,7 +12,6 @@ attacks' noise are derived from ``(seed, epoch)`` and need no saved state). On S
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -24,6 +24,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from . import io, preemption
+from .checkpoint import CHECKPOINT, METRICS_FILE, restore_checkpoint, write_checkpoint
 from .config import TrainConfig, with_recipe
 from .data import DataBundle, InMemoryLoader, Split
 from .errors import SamplewiseError
@@ -31,12 +32,9 @@ from .evaluate import evaluate
 from .models.layout import choose_layout
 from .objectives import Objective, StepContext
 from .distributed import all_reduce_sum
-from .runinfo import derived_generator, rng_state, seed_everything, set_rng_state
+from .runinfo import derived_generator
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT = "checkpoint.pt"
-METRICS_FILE = "metrics.jsonl"
 
 
 class Hook:
@@ -150,8 +148,10 @@ def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainCo
 
     start, metrics, partial = 0, [], None
     if resume:
-        start, metrics, partial = _restore(run_dir, model, opt, sched, objective, hooks, swa,
-                                           write=rank == 0, steps=len(loader))
+        start, metrics, partial = restore_checkpoint(run_dir, model, opt, sched, objective, hooks,
+                                                     swa, write=rank == 0, steps=len(loader))
+        log.info("resumed from %s at epoch %d%s", run_dir / CHECKPOINT, start,
+                 f", step {partial['step']}" if partial is not None else "")
     elif out_dir is not None:
         (out_dir / METRICS_FILE).unlink(missing_ok=True)
 
@@ -202,7 +202,7 @@ def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainCo
                 extra[k] = extra.get(k, 0) + v.detach().float().sum()
             seen += len(y)
             if stoppable and preemption.requested():
-                _save_checkpoint(out_dir, model, opt, sched, objective, hooks, swa, epoch, partial={
+                write_checkpoint(out_dir, model, opt, sched, objective, hooks, swa, epoch, partial={
                     "step": step + 1, "steps": len(loader), "seen": seen, "loss_sum": loss_sum,
                     "hits": hits, "extra": extra, "seconds": time.perf_counter() - t0,
                     "generator": gen.get_state()})
@@ -232,7 +232,7 @@ def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainCo
                  " ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float)))
         if out_dir is not None:
             io.append_jsonl(out_dir / METRICS_FILE, record)
-            _save_checkpoint(out_dir, model, opt, sched, objective, hooks, swa, epoch + 1)
+            write_checkpoint(out_dir, model, opt, sched, objective, hooks, swa, epoch + 1)
             if stoppable and preemption.requested() and epoch + 1 < cfg.epochs:
                 raise _stopped(out_dir, f"after epoch {epoch + 1}")
     if swa is not None:
@@ -321,82 +321,8 @@ class _SWA:
         self.avg.load_state_dict(state)
 
 
-def _save_checkpoint(out_dir: Path, model, opt, sched, objective, hooks, swa, epoch: int,
-                     partial: dict | None = None) -> None:
-    """``epoch`` finished epochs; ``partial``: the loop's place and sums within the next one
-    (a preempted run), else None."""
-    from .models import model_payload
-    state = {"format": "samplewise.checkpoint/1", "epoch": epoch, "model": model_payload(model),
-             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-             "objective": objective.state_dict(), "hooks": hook_states(hooks),
-             "rng": rng_state(), "swa": swa.state_dict() if swa is not None else None,
-             "partial": partial}
-    io.torch_save(state, out_dir / CHECKPOINT)
-
-
 def _stopped(out_dir: Path, where: str) -> preemption.Preempted:
     signum = preemption.requested()
     log.info("%s received: checkpoint written %s", preemption.signal_name(signum), where)
     return preemption.Preempted(signum, f"stopped by {preemption.signal_name(signum)} {where}; "
                                 f"checkpoint saved to {out_dir / CHECKPOINT}")
-
-
-def hook_states(hooks: Sequence[Hook]) -> list[dict]:
-    """The state of every stateful hook, tagged with its class (stateless hooks are skipped)."""
-    return [{"hook": type(h).__name__, "state": st} for h in hooks if (st := h.state_dict())]
-
-
-def load_hook_states(hooks: Sequence[Hook], saved: list[dict], path) -> None:
-    """Give each saved state to the next hook of the same class; a state no hook takes means the
-    run is not the one that was checkpointed, which we refuse rather than silently drop."""
-    queues: dict[str, list] = {}
-    for item in saved:
-        queues.setdefault(item["hook"], []).append(item["state"])
-    for h in hooks:
-        queue = queues.get(type(h).__name__)
-        if queue:
-            h.load_state_dict(queue.pop(0))
-    left = sorted(name for name, q in queues.items() if q)
-    if left:
-        raise SamplewiseError(f"{path}: the checkpoint holds the state of {', '.join(left)}, "
-                              "which this run does not use; resume with the same settings")
-
-
-def _restore(out_dir, model, opt, sched, objective, hooks, swa, write: bool = True,
-             steps: int | None = None) -> tuple[int, list[dict], dict | None]:
-    if out_dir is None:
-        raise SamplewiseError("--resume needs an output directory")
-    path = Path(out_dir) / CHECKPOINT
-    if not path.exists():
-        raise SamplewiseError(f"nothing to resume: {path} does not exist")
-    state = io.torch_load(path, "checkpoint")
-    if not isinstance(state, dict) or state.get("format") != "samplewise.checkpoint/1":
-        raise SamplewiseError(f"{path}: not a samplewise checkpoint")
-    try:
-        model.load_state_dict(state["model"]["state_dict"])
-    except RuntimeError:
-        raise SamplewiseError(f"{path}: the checkpoint holds a different architecture "
-                              f"({state['model'].get('arch')}) than this run") from None
-    opt.load_state_dict(state["optimizer"])
-    sched.load_state_dict(state["scheduler"])
-    objective.load_state_dict(state["objective"])
-    load_hook_states(hooks, state["hooks"], path)
-    if swa is not None and state.get("swa") is not None:
-        swa.load_state_dict(state["swa"])
-    set_rng_state(state["rng"])
-    epoch = int(state["epoch"])
-    partial = state.get("partial")
-    if partial is not None and steps is not None and partial["steps"] != steps:
-        raise SamplewiseError(f"{path} stopped at step {partial['step']} of an epoch of "
-                              f"{partial['steps']} steps, but this run has {steps} steps per "
-                              "epoch; resume with the run's own settings")
-    metrics = [m for m in io.read_jsonl(Path(out_dir) / METRICS_FILE) if m.get("epoch", 0) <= epoch]
-    if write:  # drop lines of an epoch whose checkpoint never landed
-        io.write_text(Path(out_dir) / METRICS_FILE, "".join(_jsonl(m) for m in metrics))
-    log.info("resumed from %s at epoch %d%s", path, epoch,
-             f", step {partial['step']}" if partial is not None else "")
-    return epoch, metrics, partial
-
-
-def _jsonl(record: dict) -> str:
-    return json.dumps(record) + "\n"

@@ -17,9 +17,10 @@ from typing import Optional
 import numpy as np
 
 from .. import io, runlock
+from ..checkpoint import CHECKPOINT, METRICS_FILE
 from ..config import TrainConfig, validate_train
 from ..errors import SamplewiseError
-from ..train import CHECKPOINT, METRICS_FILE, Hook
+from ..train import Hook
 from .report import assemble, write_outputs
 from .settings import (ATLAS_DIR, DEMO_METHODS, DEMO_SELECTORS, FORMAT, RESULTS_FILE,
                        SETTINGS_FILE, STAGE_FILE, DemoSettings, Stage, demo_settings,

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import distributed, io
+from .. import distributed
+from ..checkpoint import CHECKPOINT, load_hook_states, read_checkpoint
 from ..config import TrainConfig, to_dict, validate_train
 from ..data import DataBundle
 from ..errors import SamplewiseError
@@ -33,7 +34,7 @@ from ..models import load_model
 from ..objectives import resolve_recipe
 from ..runinfo import __version__
 from ..runs import holds_out_dir, load_bundle, prepare_out_dir, run_training
-from ..train import CHECKPOINT, Hook, load_hook_states
+from ..train import Hook
 from ..formats.scores import FORMAT, SCORE_NAMES, ScoreTable
 from .trackers import (EvalPassTracker, OnlineAIGNTracker, PNorm, TrainingDynamicsTracker,
                        norm_kind, per_sample_pass)
@@ -198,8 +199,8 @@ def scores_from_model(model: nn.Module, bundle: DataBundle, p: PNorm = 2, *,
 
 def _restore_trackers(out: Path, trackers: Sequence[Hook], epochs: int) -> None:
     """Rebuild a finished run's trackers from its last checkpoint (scores.npz went missing)."""
-    state = io.torch_load(out / CHECKPOINT, "checkpoint")
-    if not isinstance(state, dict) or len(state.get("hooks") or []) < len(trackers):
+    state = read_checkpoint(out / CHECKPOINT)
+    if len(state.get("hooks") or []) < len(trackers):
         raise SamplewiseError(f"{out / CHECKPOINT}: holds no tracker state of a scoring run")
     if int(state.get("epoch", -1)) != epochs:
         raise SamplewiseError(f"{out / CHECKPOINT} is from epoch {state.get('epoch')}, but the "

@@ -132,7 +132,7 @@ def subset_path(out_dir, selector: str, fraction: float) -> Path:
 def run_scoring(cfg: StudyConfig, out_dir, *, device: Optional[str] = None):
     """The shared scoring run in ``OUT/scoring`` (resumed or loaded when already there)."""
     from ..hardness.scoring import score
-    from ..train import CHECKPOINT
+    from ..checkpoint import CHECKPOINT
 
     sc: ScoringSpec = cfg.sections["scoring"]
     path = Path(out_dir) / "scoring"

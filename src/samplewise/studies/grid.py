@@ -452,7 +452,7 @@ def check_same_settings(cell: Cell, path: Path) -> None:
 def run_cell(cell: Cell, path: Path, ev: EvalSpec, *, device: Optional[str] = None) -> str:
     """Train (or resume) one cell, then add AutoAttack if asked; returns what was done."""
     from ..runs import run_training
-    from ..train import CHECKPOINT
+    from ..checkpoint import CHECKPOINT
 
     check_same_settings(cell, path)
     if cell.cfg.threads:  # also for a cell that only needs AutoAttack

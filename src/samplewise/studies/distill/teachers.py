@@ -51,7 +51,7 @@ def ensure_teacher(cfg: StudyConfig, out_dir, name: str, *, device: Optional[str
     None is returned at once, so that parallel workers each train a different teacher first.
     """
     from ...runs import run_training
-    from ...train import CHECKPOINT
+    from ...checkpoint import CHECKPOINT
 
     spec = teacher_spec(cfg, name)
     if spec.train is not None:
