@@ -120,6 +120,11 @@ def test_tables_have_one_column_per_radius(study):
     assert data["summary"][0]["pgd_acc@0.1_n"] == 2
     aa = json.loads((out / "cells" / "random-f0.6-standard-s0" / "autoattack.json").read_text())
     assert aa["eps"] == 0.1 and aa["n"] == 12
+    assert [Path(p).name for p in summary["results"]][-1] == "comparison.md"
+    comparison = (out / "comparison.md").read_text()
+    for label in ("clean accuracy", "PGD-5 at ε = 0.05", "PGD-5 at ε = 0.1", "PGD-5 at ε = 0.2"):
+        assert f"## {label}" in comparison
+    assert "AutoAttack" not in comparison          # seed 0 only: nothing to test
     names = [Path(p).name for p in summary["plots"]]
     assert names[-3:] == ["robust_vs_eps.png", "robust_vs_fraction_middle_eps.png",
                           "robust_vs_clean.png"]

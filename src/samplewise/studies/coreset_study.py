@@ -40,7 +40,7 @@ from ..coreset import SELECTORS, select, summarize_selection
 from ..errors import SamplewiseError
 from ..formats.subset import read_subset, write_subset
 from ..objectives import OBJECTIVES
-from . import grid, tables
+from . import compare, grid, tables
 from .grid import Axis, Cell, StudyConfig, StudySpec
 
 log = logging.getLogger(__name__)
@@ -192,6 +192,20 @@ def coreset_cells(cfg: StudyConfig, out_dir) -> list[Cell]:
 
 
 # ----------------------------------------------------------------------------- the study
+def comparison_metrics(ev) -> tuple[list[str], dict[str, str]]:
+    """The metrics ``comparison.md`` compares (AutoAttack only when more than one seed runs it)
+    and their headings."""
+    labels = {"clean_acc": "clean accuracy",
+              "pgd_acc": f"PGD-{ev.pgd_steps} at the cell's ε"}
+    for label, _ in ev.ladder():
+        labels[tables.ladder_metric(label)] = f"PGD-{ev.pgd_steps} at ε = {label}"
+    for name in ev.attacks or ():
+        labels[tables.attack_metric(name)] = name
+    if ev.autoattack and (ev.autoattack_seeds is None or len(ev.autoattack_seeds) > 1):
+        labels["autoattack_acc"] = ev.autoattack_label()
+    return list(labels), labels
+
+
 def run_coreset_study(config, out_dir, cells=None, *, device: Optional[str] = None,
                       report_only: bool = False) -> dict:
     """Run (or continue) a coreset study and write its results and plots.
@@ -240,8 +254,13 @@ def run_coreset_study(config, out_dir, cells=None, *, device: Optional[str] = No
         record = tables.write_results(cfg, all_cells, out, title=TITLE,
                                     extra={"scoring": scoring, "budget": cfg.base.budget})
         plots = coreset_plots(record["summary"], out, cfg.eval) if record["rows"] else []
+        results = [out / name for name in tables.RESULTS]
+        if any(s["selector"] == compare.REFERENCE for s in record["summary"]):
+            metrics, labels = comparison_metrics(cfg.eval)
+            results.append(compare.write_comparison(compare.compare(record["summary"], metrics),
+                                                    out, labels))
     return {"cells_total": record["cells_total"], "cells_finished": record["cells_finished"],
             "missing": record["missing"], "ran": ran,
             "failed": sorted(k for k, v in ran.items() if v.startswith("failed")),
-            "results": [str(out / name) for name in tables.RESULTS],
+            "results": [str(p) for p in results],
             "plots": [str(p) for p in plots]}
