@@ -8,7 +8,7 @@ import statistics
 import pytest
 from scipy.stats import ttest_ind
 
-from samplewise.studies.compare import compare, comparison_markdown, welch
+from samplewise.studies.compare import CORESET, compare, comparison_markdown, welch
 
 EASY = [0.60, 0.62, 0.61]
 RANDOM = [0.55, 0.56, 0.54]
@@ -45,25 +45,42 @@ def test_compare_pairs_same_fraction_and_objective_plus_full():
                entry("random", [0.1, 0.1, 0.1], objective="trades"),     # other objective: out
                entry("full", [0.50, 0.52, 0.51], fraction=1),
                entry("grand", [0.58])]
-    rows = {r["other"]: r for r in compare(summary, ["pgd_acc"])}
+    rows = {r["other"]: r for r in compare(summary, ["pgd_acc"], CORESET)}
     assert set(rows) == {"random", "ccs", "full", "grand"}
     assert rows["random"]["verdict"] == "ahead"                 # p = 0.0046 by scipy
     assert rows["ccs"]["verdict"] == "inside the noise"         # p = 0.82
     assert rows["full"]["verdict"] == "ahead"
     assert rows["grand"]["verdict"] == "one seed" and rows["grand"]["se"] is None
     assert rows["random"]["diff"] == pytest.approx(0.06)
-    behind = compare([entry("easycore", RANDOM), entry("random", EASY)], ["pgd_acc"])
+    behind = compare([entry("easycore", RANDOM), entry("random", EASY)], ["pgd_acc"], CORESET)
     assert [r["verdict"] for r in behind] == ["behind"]
-    assert compare([entry("random", RANDOM)], ["pgd_acc"]) == []   # no reference: nothing
+    assert compare([entry("random", RANDOM)], ["pgd_acc"], CORESET) == []   # no reference: nothing
 
 
 def test_markdown_bolds_only_differences_outside_the_noise():
     summary = [entry("easycore", EASY), entry("random", RANDOM), entry("ccs", CCS),
                entry("grand", [0.58])]
-    md = comparison_markdown(compare(summary, ["pgd_acc"]), {"pgd_acc": "PGD-20"})
+    md = comparison_markdown(compare(summary, ["pgd_acc"], CORESET), {"pgd_acc": "PGD-20"}, CORESET)
     row = next(line for line in md.splitlines() if line.startswith("| standard | 0.5 |"))
+    assert md.splitlines()[6] == "| objective | fraction | random | ccs | grand |"
     cells = dict(zip(["random", "ccs", "grand"], row.strip(" |").split(" | ")[2:]))
     assert cells["random"].startswith("**+6.0 ± ") and cells["random"].endswith("**")
     assert cells["ccs"].startswith("+0.7 ± ") and "**" not in cells["ccs"]
     assert cells["grand"] == "+3.0 (1 seed)"
     assert "## PGD-20" in md
+
+
+def test_distillation_pairs_methods_under_one_teacher_plus_the_student_alone():
+    from samplewise.studies.distill.run import SAAD
+
+    def d(teacher, method, values):
+        return {**entry(method, values), "teacher": teacher, "method": method}
+
+    summary = [d("w2", "saad", EASY), d("w2", "ard", RANDOM), d("w3", "ard", [0.9, 0.9, 0.8]),
+               d("w3", "saad", CCS), d("none", "pgd-at", RANDOM)]
+    rows = compare(summary, ["pgd_acc"], SAAD)
+    assert [(r["teacher"], r["other"], r["baseline"]) for r in rows] == [
+        ("w2", "ard", False), ("w2", "pgd-at", True), ("w3", "ard", False), ("w3", "pgd-at", True)]
+    assert rows[0]["verdict"] == "ahead" and rows[2]["verdict"] == "behind"
+    md = comparison_markdown(rows, {}, SAAD)
+    assert "| teacher | ard | pgd-at |" in md and "| w3 | **" in md

@@ -255,10 +255,10 @@ def run_coreset_study(config, out_dir, cells=None, *, device: Optional[str] = No
                                     extra={"scoring": scoring, "budget": cfg.base.budget})
         plots = coreset_plots(record["summary"], out, cfg.eval) if record["rows"] else []
         results = [out / name for name in tables.RESULTS]
-        if any(s["selector"] == compare.REFERENCE for s in record["summary"]):
+        if any(s["selector"] == compare.CORESET.reference for s in record["summary"]):
             metrics, labels = comparison_metrics(cfg.eval)
-            results.append(compare.write_comparison(compare.compare(record["summary"], metrics),
-                                                    out, labels))
+            rows = compare.compare(record["summary"], metrics, compare.CORESET)
+            results.append(compare.write_comparison(rows, out, labels, compare.CORESET))
     return {"cells_total": record["cells_total"], "cells_finished": record["cells_finished"],
             "missing": record["missing"], "ran": ran,
             "failed": sorted(k for k, v in ran.items() if v.startswith("failed")),

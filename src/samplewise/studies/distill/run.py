@@ -5,12 +5,27 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .. import grid, tables
+from .. import compare, grid, tables
 from .cells import distill_cells, transfer_cells
-from .config import load_distill_config
+from .config import NONE, load_distill_config
 from .plots import distill_plots
 from .results import write_distill_results
 from .teachers import cached_teacher_eval, ensure_teacher, teacher_eval
+
+
+#: SAAD against every method under the same teacher, and the student trained alone
+SAAD = compare.Pairing("method", "saad", ("teacher",), baseline=("teacher", NONE, ()))
+
+
+def comparison_metrics(ev) -> tuple[list[str], dict[str, str]]:
+    """The metrics the distillation study's ``comparison.md`` compares (AutoAttack only when
+    more than one seed runs it) and their headings."""
+    labels = {"clean_acc": "clean accuracy", "pgd_acc": f"PGD-{ev.pgd_steps}"}
+    for name in ev.attacks or ():
+        labels[tables.attack_metric(name)] = name
+    if ev.autoattack and (ev.autoattack_seeds is None or len(ev.autoattack_seeds) > 1):
+        labels["autoattack_acc"] = ev.autoattack_label()
+    return list(labels), labels
 
 
 def run_distill_study(config, out_dir, cells=None, *, device: Optional[str] = None,
@@ -58,9 +73,14 @@ def run_distill_study(config, out_dir, cells=None, *, device: Optional[str] = No
     with grid.file_lock(out / "locks" / "results.lock", wait=True):  # the last writer sees all
         record = write_distill_results(cfg, all_cells, out, teacher_evals)
         plots = distill_plots(record["summary"], out, cfg.eval) if record["rows"] else []
+        results = [out / name for name in tables.RESULTS]
+        if any(s["method"] == SAAD.reference for s in record["summary"]):
+            metrics, labels = comparison_metrics(cfg.eval)
+            rows = compare.compare(record["summary"], metrics, SAAD)
+            results.append(compare.write_comparison(rows, out, labels, SAAD))
     return {"cells_total": record["cells_total"], "cells_finished": record["cells_finished"],
             "missing": record["missing"], "ran": ran,
             "failed": sorted(k for k, v in ran.items() if v.startswith("failed")),
             "teachers": teacher_evals,
-            "results": [str(out / name) for name in tables.RESULTS],
+            "results": [str(p) for p in results],
             "plots": [str(p) for p in plots]}
