@@ -348,7 +348,7 @@ def report_markdown(results: dict, tables: dict) -> str:
              f"{sc['easycore_cut']:.3g}.", "",
              f"![AIGN distribution]({PLOTS['aign']})", "",
              *_atlas_lines(results.get("atlas")),
-             f"## Coresets: {results['coreset']['objective']} on {s['fraction']:.0%} of the data",
+             f"## Coresets: {results['coreset']['objective']} training on {s['fraction']:.0%} of the data",
              "", tables["coreset"],
              f"![accuracy against the PGD radius per coreset]({PLOTS['coreset']})", "",
              "## Distillation: teacher → smaller student", "",
