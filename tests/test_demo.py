@@ -220,11 +220,14 @@ def test_reading_follows_the_numbers(demo):
             "(full data 88.0%): EasyCore 18.0 points below random (noise ≈3.9); EasyCore and "
             "EL2N within noise (+2.0, noise ≈4.3).") in text
     assert "EasyCore and random within noise (-4.0, noise ≈4.5)" in text
+    assert "order was random 50.0% > easycore 46.0% > el2n 29.0%" in text
     assert ("At ε = 0.2 (the card's ε) the PGD-2 order was easycore 10.0% > random 1.0% > "
             "el2n 0.4%") in text and "EasyCore 9.0 points above random (noise ≈2.0)" in text
     assert ("So in this run EasyCore was ahead of random at ε = 0.2; behind random at ε = 0.05; "
             "within the noise of random at ε = 0.1 ") in text
     assert "EasyCore was 15.0 points below random (80.0% vs 95.0%)" in text
+    m["el2n"]["ladder"][1]["robust_acc"] = 0.46
+    assert "order was random 50.0% > easycore 46.0% = el2n 46.0%" in reading(r)["coreset"]
     assert "docs/results.md §0, §5, §2" in text and "That is why this demo trains" in text
     # an adversarial objective (a --settings override) is first checked against the scoring run
     r["coreset"]["objective"] = "pgd-at"

@@ -155,6 +155,15 @@ def _compare(a_name: str, a: float, b_name: str, b: float, n: int, short: bool =
             f"noise of the {n}-image test slice, but this is one seed")
 
 
+def _order(names: list, acc: dict) -> str:
+    """``a 50.0% > b 40.0% = c 40.0%``: ``names`` sorted by ``acc``, ties (as printed) joined
+    by ``=``."""
+    out = f"{names[0]} {_pct(acc[names[0]])}"
+    for prev, k in zip(names, names[1:]):
+        out += f" {'=' if _pct(acc[prev]) == _pct(acc[k]) else '>'} {k} {_pct(acc[k])}"
+    return out
+
+
 def _side(a: float, b: float, n: int) -> int:
     """+1 when ``a`` is above ``b`` by more than the noise, -1 below, 0 within it."""
     d = a - b
@@ -198,8 +207,7 @@ def reading(results: dict) -> dict:
         acc = {k: m[k]["ladder"][i]["robust_acc"] for k in DEMO_SELECTORS}
         order = sorted(DEMO_SELECTORS, key=lambda k: -acc[k])
         card = " (the card's ε)" if i == len(radii) - 1 else ""
-        cs.append(f"At ε = {r:g}{card} the PGD-{steps} order was "
-                  + " > ".join(f"{k} {_pct(acc[k])}" for k in order)
+        cs.append(f"At ε = {r:g}{card} the PGD-{steps} order was " + _order(order, acc)
                   + f" (full data {_pct(full['ladder'][i]['robust_acc'])}): "
                   + _compare("EasyCore", acc["easycore"], "random", acc["random"], n, short=True)
                   + "; "
