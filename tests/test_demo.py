@@ -266,3 +266,14 @@ def test_report_shows_the_atlas_of_the_scoring_run(demo):
     assert shown["score"] == "aign" and len(shown["grid"]) == 10
     rho = atlas["reading"]["spearman"]["aign_confidence"]["rho"]
     assert f"Spearman AIGN vs confidence {rho:+.2f}" in text
+
+
+def test_a_bad_eps_ladder_is_refused(tmp_path):
+    for bad in ([0.1, 0.05], [], [0.0, 0.1], "0.1"):
+        with pytest.raises(SamplewiseError, match="eps_ladder must be a non-empty list"):
+            demo_settings("digits", quick=True, eps_ladder=bad)
+    assert demo_settings("digits", eps_ladder=[0.05, 0.1]).eps_ladder == (0.05, 0.1)
+    s = demo_settings("digits", quick=True, eps_ladder=[0.05, 0.2])  # the card's ε is 0.2
+    with pytest.raises(SamplewiseError, match="must stay below the digits card's ε = 0.2"):
+        run_demo(tmp_path / "out", settings=s, progress=False)
+    assert not (tmp_path / "out").exists()
