@@ -94,8 +94,8 @@ def coreset_table(results: dict) -> str:
     c, ev = results["coreset"], results["eval"]
     radii = c["radii"]
     head = (f"| training data ({c['objective']}, {c['model']}) | samples | clean acc | "
-            + " | ".join(f"PGD-{ev['steps']} ε={r:g}" for r in radii) + " |\n| --- | ---: | ---: | "
-            + " | ".join("---:" for _ in radii) + " |\n")
+            + " | ".join(f"PGD-{ev['steps']} ε={r:g}" for r in radii)
+            + " |\n| --- | ---: | ---: | " + " | ".join("---:" for _ in radii) + " |\n")
     rows = []
     for name, r in c["methods"].items():
         label = "full training set" if name == "full" else \
@@ -357,7 +357,8 @@ def report_markdown(results: dict, tables: dict) -> str:
              f"{sc['easycore_cut']:.3g}.", "",
              f"![AIGN distribution]({PLOTS['aign']})", "",
              *_atlas_lines(results.get("atlas")),
-             f"## Coresets: {results['coreset']['objective']} training on {s['fraction']:.0%} of the data",
+             f"## Coresets: {results['coreset']['objective']} training on {s['fraction']:.0%} of "
+             "the data",
              "", tables["coreset"],
              f"![accuracy against the PGD radius per coreset]({PLOTS['coreset']})", "",
              "## Distillation: teacher → smaller student", "",

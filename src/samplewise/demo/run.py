@@ -234,8 +234,12 @@ def _ladder(st: Stage, run_dir: Path, s: DemoSettings, device: Optional[str]) ->
     from ..threat import ThreatModel
 
     path, settings = run_dir / LADDER_FILE, ladder_settings(s)
-    done = json.loads(path.read_text()) if path.is_file() else {}
-    radii = done.get("radii", {}) if done.get("settings") == settings else {}
+    try:
+        done = json.loads(path.read_text()) if path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        done = {}  # not the demo's own cache: recompute every radius
+    radii = done.get("radii", {}) if isinstance(done, dict) and \
+        done.get("settings") == settings else {}
     todo = [r for r in s.eps_ladder if str(r) not in radii]
     if todo:
         model, test = load_model(run_dir, device=device or "cpu"), load_bundle(st.cfg).test
