@@ -38,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
                    progress=not args.no_progress, verbose=args.verbose)
     ev = res["eval"]
     print(f"\n## Coresets ({res['coreset']['fraction']:.0%} of {res['dataset']}, "
-          f"{res['coreset']['objective']}; PGD-{ev['steps']} at eps={ev['eps']:g}, "
-          f"n={ev['n']})\n")
+          f"{res['coreset']['objective']}; PGD-{ev['steps']} at eps="
+          f"{', '.join(format(r, 'g') for r in res['coreset']['radii'])}, n={ev['n']})\n")
     print(res["tables"]["coreset"])
     print("## Distillation\n")
     print(res["tables"]["distillation"])

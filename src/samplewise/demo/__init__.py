@@ -3,8 +3,10 @@
 One call runs, each stage in its own run directory ``OUT/<stage>/``:
 
 1. ``scoring``: a standard training that records every sample's AIGN (and EL2N, ...);
-2. ``coreset-full``, ``coreset-easycore``, ``coreset-random``, ``coreset-el2n``: PGD-AT on the
-   full training set and on three coresets of one fraction (``OUT/subsets/<selector>.npy``);
+2. ``coreset-full``, ``coreset-easycore``, ``coreset-random``, ``coreset-el2n``: standard
+   training (the regime where the studies saw EasyCore's advantage, docs/results.md §5) on the
+   full training set and on three 30% coresets (``OUT/subsets/<selector>.npy``), each also read
+   with PGD-20 at the radii of ``eps_ladder`` (card ε/4 and ε/2; ``OUT/<stage>/ladder.json``);
 3. ``teacher`` (a wider model, adversarially trained), ``student-alone`` (the student trained
    with PGD-AT, no teacher) and ``distill-ard``, ``distill-rslad``, ``distill-saad``;
 
@@ -17,7 +19,7 @@ demo rewrites nothing whose content did not change.
 
 Example:
     >>> results = run_demo("runs/demo")                        # digits, about five minutes
-    >>> results["coreset"]["methods"]["easycore"]["robust_acc"]
+    >>> results["coreset"]["methods"]["easycore"]["ladder"]   # PGD-20 at each radius
     >>> run_demo("/tmp/demo-quick", quick=True)                # seconds: checks the machinery
 
 The package reads top to bottom: :mod:`~samplewise.demo.settings` (what a demo depends on:

@@ -79,22 +79,28 @@ def _bars(ax, names, series: dict, ylabel: str, title: str, fmt="{:.0f}", scale=
 
 
 def plot_coreset(results: dict) -> bytes:
+    """Accuracy against the PGD radius, one line per arm (ε = 0 is clean accuracy; the last
+    radius is the card's ε); the same data and scale for every arm."""
     c, ev = results["coreset"], results["eval"]
-    names = list(c["methods"])
-    fig, (ax,) = _figure(1, width=6.4, height=4.2)
-    _bars(ax, [n if n == "full" else f"{n}\n{c['fraction']:.0%}" for n in names],
-          {"clean": [c["methods"][n]["clean_acc"] for n in names],
-           f"PGD-{ev['steps']} (ε={ev['eps']:g})": [c["methods"][n]["robust_acc"] for n in names]},
-          "accuracy on the test slice (%)",
-          f"{c['objective']} on coresets ({results['dataset']}, {c['model']}, "
-          f"{c['epochs']} epochs)")
-    std = c["reference_standard"]["robust_acc"]
-    ax.axhline(100 * std, color="black", linestyle=":", linewidth=1.2,
-               label=f"PGD acc. of standard training ({100 * std:.0f})")
-    ax.set_ylim(0, 128)
-    ax.set_yticks(range(0, 101, 20))
-    ax.legend(fontsize="small", loc="upper center", ncol=2)
-    ax.set_xlabel("training data (coreset method, fraction kept)")
+    radii = c["radii"]
+    fig, (ax,) = _figure(1, width=6.4, height=4.4)
+    x = [0.0, *radii]
+    style = {"full": ("black", "--", "s"), "easycore": ("C2", "-", "o"),
+             "random": ("C0", "-", "^"), "el2n": ("C3", "-", "v")}
+    for name, r in c["methods"].items():
+        y = [100 * r["clean_acc"], *(100 * e["robust_acc"] for e in r["ladder"])]
+        color, ls, marker = style.get(name, (None, "-", "o"))
+        label = "full data" if name == "full" else f"{name} {c['fraction']:.0%}"
+        ax.plot(x, y, color=color, linestyle=ls, marker=marker, label=label)
+    ax.set_xticks(x, ["clean", *(f"{r:g}" for r in radii[:-1]), f"{radii[-1]:g}\n(card)"],
+                  fontsize="small")
+    ax.set_xlabel(f"PGD-{ev['steps']} radius ε (step ε/4; {ev['n']} test images)")
+    ax.set_ylabel("accuracy on the test slice (%)")
+    ax.set_ylim(0, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="upper right")
+    ax.set_title(f"{c['objective']} training on coresets ({results['dataset']}, "
+                 f"{model_label(c)}, {c['epochs']} epochs)")
     return _png(fig)
 
 

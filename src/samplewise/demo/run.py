@@ -22,8 +22,8 @@ from ..config import TrainConfig, validate_train
 from ..errors import SamplewiseError
 from ..train import Hook
 from .report import assemble, write_outputs
-from .settings import (ATLAS_DIR, DEMO_METHODS, DEMO_SELECTORS, FORMAT, RESULTS_FILE,
-                       SETTINGS_FILE, STAGE_FILE, DemoSettings, Stage, demo_settings,
+from .settings import (ATLAS_DIR, DEMO_METHODS, DEMO_SELECTORS, FORMAT, LADDER_FILE,
+                       RESULTS_FILE, SETTINGS_FILE, STAGE_FILE, DemoSettings, Stage, demo_settings,
                        model_label)
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,10 @@ def run_demo(out_dir, *, dataset: str = "digits", quick: bool = False, resume: b
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise SamplewiseError(f"--out {out} exists and is not a directory")
-    _check_dataset(s, data_root)
+    card = _check_dataset(s, data_root)
+    if s.eps_ladder[-1] >= card.eps:
+        raise SamplewiseError(f"the demo's eps_ladder {list(s.eps_ladder)} must stay below the "
+                              f"{s.dataset} card's ε = {card.eps:g} (read at the card's ε anyway)")
     with runlock.hold(out):  # one demo per directory; each stage also locks its own run dir
         return _run_stages(s, out, resume=resume, device=device, data_root=data_root,
                            progress=progress, verbose=verbose)
@@ -104,8 +107,9 @@ def _run_stages(s: DemoSettings, out: Path, *, resume: bool, device: Optional[st
                 from ..runs import run_training
                 run_training(st.cfg, run_dir, resume=_started(run_dir), hooks=[ticks])
             bar.update(max(0, st.cfg.epochs - ticks.count))
+            ladder = _ladder(st, run_dir, s, device) if st.kind == "coreset" else None
             seconds = time.perf_counter() - t0
-            records[st.name] = _stage_record(st, run_dir, seconds)
+            records[st.name] = _stage_record(st, run_dir, seconds, ladder)
             r = records[st.name]
             log.info("stage %d/%d %s: clean %.1f%%, PGD-%d %.1f%%%s (%.0f s)", i, len(stages),
                      st.name, 100 * r["clean_acc"], s.eval_steps, 100 * r["robust_acc"],
@@ -213,7 +217,46 @@ def _make_atlas(run_dir: Path, out: Path) -> dict:
             "reading": summary["reading"]}
 
 
-def _stage_record(st: Stage, run_dir: Path, seconds: float) -> dict:
+def ladder_settings(s: DemoSettings) -> dict:
+    """The settings every entry of a coreset stage's ``ladder.json`` was computed with."""
+    return {"attack": "pgd", "steps": s.eval_steps, "alpha": "eps/4", "n": s.eval_n,
+            "seed": s.seed}
+
+
+def _ladder(st: Stage, run_dir: Path, s: DemoSettings, device: Optional[str]) -> list[dict]:
+    """The stage model's PGD-``eval_steps`` accuracy (step ε/4, random start, seed ``s.seed``)
+    on the fixed test slice at every radius of ``s.eps_ladder``, then the card's ε (that one
+    from ``result.json``). Each radius is written to ``<stage>/ladder.json`` as soon as it is
+    made; a resumed demo reads it instead of attacking again."""
+    from ..evaluate import evaluate
+    from ..models import load_model
+    from ..runs import load_bundle
+    from ..threat import ThreatModel
+
+    path, settings = run_dir / LADDER_FILE, ladder_settings(s)
+    try:
+        done = json.loads(path.read_text()) if path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        done = {}  # not the demo's own cache: recompute every radius
+    radii = done.get("radii", {}) if isinstance(done, dict) and \
+        done.get("settings") == settings else {}
+    todo = [r for r in s.eps_ladder if str(r) not in radii]
+    if todo:
+        model, test = load_model(run_dir, device=device or "cpu"), load_bundle(st.cfg).test
+        for r in todo:
+            threat = ThreatModel.resolve(None, eps=r, steps=s.eval_steps)  # step r/4
+            radii[str(r)] = evaluate(model, test, attack="pgd", threat=threat, n=s.eval_n,
+                                     seed=s.seed, device=device or "cpu")
+            io.write_json(path, {"settings": settings, "radii": radii})
+    result = json.loads((run_dir / "result.json").read_text())
+    keys = ("eps", "alpha", "steps")
+    return [{**{k: radii[str(r)][k] for k in keys}, "robust_acc": radii[str(r)]["robust_acc"]}
+            for r in s.eps_ladder] + [{**{k: result["eval"][k] for k in keys},
+                                       "robust_acc": float(result["robust_acc"])}]
+
+
+def _stage_record(st: Stage, run_dir: Path, seconds: float,
+                  ladder: Optional[list] = None) -> dict:
     """The stage's numbers; its wall time is that of the call that finished it (kept in
     ``<stage>/demo_stage.json``, so a resumed demo reports the same seconds)."""
     result = json.loads((run_dir / "result.json").read_text())
@@ -228,6 +271,8 @@ def _stage_record(st: Stage, run_dir: Path, seconds: float) -> dict:
            "clean_acc": float(result["clean_acc"]), "robust_acc": float(result["robust_acc"]),
            "eval": result.get("eval"), "train_seconds": result.get("train_seconds"),
            "seconds": round(seconds, 2)}
+    if ladder is not None:
+        rec["ladder"] = ladder
     if st.kind == "student" and st.method in DEMO_METHODS:
         rec["tas"] = _last_metric(run_dir, "tas")
     return rec
@@ -261,10 +306,11 @@ def _quiet(names):
             lg.setLevel(level)
 
 
-def _check_dataset(s: DemoSettings, data_root) -> None:
+def _check_dataset(s: DemoSettings, data_root):
+    """The dataset's card (refused with the apt package's name when Fashion-MNIST is missing)."""
     from ..data import load_dataset
     try:
-        load_dataset(s.dataset, root=data_root, train_size=s.train_size, seed=0)
+        return load_dataset(s.dataset, root=data_root, train_size=s.train_size, seed=0).card
     except SamplewiseError as exc:
         if s.dataset == "fashion-mnist":
             raise SamplewiseError(

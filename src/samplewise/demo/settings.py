@@ -16,6 +16,8 @@ DEMO_DATASETS = ("digits", "fashion-mnist")
 SETTINGS_FILE = "demo.json"
 STAGE_FILE = "demo_stage.json"
 RESULTS_FILE = "results.json"
+#: a coreset stage's robust accuracy at the ladder's radii (``OUT/<stage>/ladder.json``)
+LADDER_FILE = "ladder.json"
 REPORT_FILE = "report.md"
 #: the hardness atlas of the scoring run (``samplewise analyze atlas``)
 ATLAS_DIR = "atlas"
@@ -36,12 +38,16 @@ class DemoSettings:
     scoring_model: str = "mlp"
     scoring_model_args: dict = field(default_factory=dict)
     scoring_epochs: int = 15
-    # the coreset comparison
-    fraction: float = 0.5
+    # the coreset comparison: the regime where the studies saw EasyCore's advantage
+    # (docs/results.md §5: standard training, 30%, PGD-20 at radii below the card's ε)
+    fraction: float = 0.3
     coreset_model: str = "mlp"
     coreset_model_args: dict = field(default_factory=dict)
-    coreset_objective: str = "pgd-at"
+    coreset_objective: str = "standard"
     coreset_epochs: int = 40
+    #: radii below the card's ε (card ε/4 and ε/2) where every coreset model is also read with
+    #: PGD-``eval_steps`` (step ε/4) on the test slice; the card's ε comes from ``result.json``
+    eps_ladder: tuple = (0.05, 0.1)
     # the distillation comparison
     teacher_model: str = "mlp"
     teacher_model_args: dict = field(default_factory=lambda: {"hidden": 512})
@@ -72,7 +78,7 @@ PRESETS: dict[str, DemoSettings] = {
     "digits": DemoSettings(),
     "fashion-mnist": DemoSettings(
         dataset="fashion-mnist", train_size=5000, scoring_epochs=10, coreset_epochs=20,
-        teacher_epochs=20, student_epochs=20,
+        eps_ladder=(0.025, 0.05), teacher_epochs=20, student_epochs=20,
         attack_steps=5, eval_n=500),
 }
 
@@ -102,7 +108,14 @@ def demo_settings(dataset: str = "digits", quick: bool = False, **overrides) -> 
         raise SamplewiseError(f"unknown demo setting: {exc}") from None
     if not 0 < s.fraction < 1:
         raise SamplewiseError(f"the demo's coreset fraction must be in (0, 1), got {s.fraction}")
-    return s
+    radii = s.eps_ladder
+    if not (isinstance(radii, (list, tuple)) and radii
+            and all(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0
+                    for r in radii)
+            and all(a < b for a, b in zip(radii, radii[1:]))):
+        raise SamplewiseError("the demo's eps_ladder must be a non-empty list of increasing "
+                              f"positive radii, got {radii!r}")
+    return dataclasses.replace(s, eps_ladder=tuple(float(r) for r in radii))
 
 
 @dataclass
