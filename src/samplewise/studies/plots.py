@@ -91,8 +91,12 @@ def plot_vs_eps(summary: Sequence[dict], ev, path, *, title: str) -> Path:
             ax.set_xlabel("L∞ radius ε")
             ax.set_ylabel(f"PGD-{ev.pgd_steps} accuracy (%)")
             ax.grid(alpha=0.3)
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize="small")
+    legend: dict = {}  # one legend for every panel, outside them, so that no line is hidden
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    if legend:
+        fig.legend(list(legend.values()), list(legend), loc="outside right upper", fontsize="small")
     fig.suptitle(title, fontsize="medium")
     return save_figure(fig, path)
 
