@@ -5,7 +5,10 @@
 
 import contextlib
 import io
+import os
 import sys
+
+os.environ["COLUMNS"] = "100"  # argparse wraps help text to the terminal: fix it, so reruns match
 
 from samplewise.cli import COMMANDS, build_parser
 
