@@ -84,3 +84,14 @@ def test_distillation_pairs_methods_under_one_teacher_plus_the_student_alone():
     assert rows[0]["verdict"] == "ahead" and rows[2]["verdict"] == "behind"
     md = comparison_markdown(rows, {}, SAAD)
     assert "| teacher | ard | pgd-at |" in md and "| w3 | **" in md
+
+
+def test_saad_cost_ratios_per_teacher():
+    from samplewise.studies.distill.results import cost_ratios
+
+    def t(teacher, method, sec):
+        return {"teacher": teacher, "method": method, "epoch_seconds_mean": sec}
+
+    summary = [t("w2", "saad", 30.0), t("w2", "igdm", 60.0), t("w2", "rslad", 25.0),
+               t("w3", "saad", 40.0), t("w3", "rslad", None), t("none", "pgd-at", 10.0)]
+    assert cost_ratios(summary) == [("w2", "igdm", 0.5), ("w2", "rslad", 1.2)]

@@ -68,6 +68,9 @@ def test_study_end_to_end(tmp_path, given_teacher):
     assert (out / "teachers" / "mlp-trades" / "model.pt").is_file()
     assert (out / "teachers" / "given" / "eval.json").is_file()
     assert "TAS test" in (out / "results.md").read_text()
+    assert "s/epoch" in (out / "results.md").read_text()
+    for row in record["rows"]:
+        assert row["epoch_seconds"] == row["seconds"] / row["epochs"] > 0
     # the given teacher's file is untouched; the trained one is frozen after its training
     assert digest(given_teacher) == before
     trained = out / "teachers" / "mlp-trades" / "model.pt"

@@ -37,7 +37,8 @@ def distill_rows(cfg: StudyConfig, cells: Sequence[Cell], out_dir,
                     "teacher_aa": te.get("autoattack_acc"),
                     "tas_train": training_tas(path) if cell.cfg.teacher else None,
                     "tas_test": tr.get("tas"),
-                    "tas_test_given_fooled": tr.get("tas_given_student_fooled")})
+                    "tas_test_given_fooled": tr.get("tas_given_student_fooled"),
+                    "epoch_seconds": row["seconds"] / row["epochs"] if row.get("epochs") else None})
         rows.append(row)
     return rows, missing
 
@@ -56,6 +57,25 @@ def _mean_pm(mean, std, n, pct=True) -> str:
     return f"{mean:.3f}" + (f" ± {std:.3f}" if n > 1 else "")
 
 
+#: the methods SAAD's epoch time is compared with: its official base and a common baseline
+COST_BASES = ("igdm", "rslad")
+
+
+def cost_ratios(summary: Sequence[dict]) -> list[tuple[str, str, float]]:
+    """``(teacher, base, saad seconds per epoch / base's)`` for every teacher with both means
+    (issue 12 §5: SAAD's cost against IGDM, its official base, and against RSLAD)."""
+    per = {(s["teacher"], s["method"]): s.get("epoch_seconds_mean") for s in summary}
+    out = []
+    for (teacher, method), saad in per.items():
+        if method != "saad" or not saad:
+            continue
+        for base in COST_BASES:
+            other = per.get((teacher, base))
+            if other:
+                out.append((teacher, base, saad / other))
+    return out
+
+
 def distill_markdown(summary: Sequence[dict], ev: EvalSpec, eps, missing) -> str:
     aa = ev.autoattack
     which = "" if ev.autoattack_seeds is None else \
@@ -72,7 +92,7 @@ def distill_markdown(summary: Sequence[dict], ev: EvalSpec, eps, missing) -> str
     heads = ["teacher", "teacher clean", f"teacher PGD-{ev.pgd_steps}",
              *(["teacher AA"] if aa else []), "method", "seeds", "clean",
              f"PGD-{ev.pgd_steps}", *(ev.attacks or ()), *(["AutoAttack"] if aa else []),
-             "TAS train", "TAS test"]
+             "TAS train", "TAS test", "s/epoch"]
     lines += ["| " + " | ".join(heads) + " |", "|" + " --- |" * len(heads)]
     for s in summary:
         c = [s["teacher"], _num(s.get("teacher_clean")), _num(s.get("teacher_pgd")),
@@ -82,7 +102,15 @@ def distill_markdown(summary: Sequence[dict], ev: EvalSpec, eps, missing) -> str
             c.append(_mean_pm(s[f"{m}_mean"], s[f"{m}_std"], s[f"{m}_n"]))
         for m in ("tas_train", "tas_test"):
             c.append(_mean_pm(s[f"{m}_mean"], s[f"{m}_std"], s[f"{m}_n"], pct=False))
+        c.append("–" if s.get("epoch_seconds_mean") is None else f"{s['epoch_seconds_mean']:.1f}")
         lines.append("| " + " | ".join(c) + " |")
+    ratios = cost_ratios(summary)
+    if ratios:
+        lines += ["", "Training time per epoch (`s/epoch`: the mean over seeds of each cell's "
+                  "epoch times; cells ran on workers that shared the machine, so read the ratios, "
+                  "which the sharing affects alike, rather than the seconds): "
+                  + "; ".join(f"teacher {t}: saad / {base} = {r:.2f}" for t, base, r in ratios)
+                  + "."]
     if missing:
         shown = ", ".join(missing[:12]) + (", ..." if len(missing) > 12 else "")
         lines += ["", f"{len(missing)} cell(s) not finished yet: {shown} (all in results.json)."]
@@ -97,9 +125,11 @@ def write_distill_results(cfg: StudyConfig, cells: Sequence[Cell], out_dir,
     columns = ["cell", "teacher", "teacher_clean", "teacher_pgd", *(["teacher_aa"] if aa else []),
                "method", "seed", "clean_acc", "pgd_acc", *tables.attack_metrics(cfg.eval),
                *(["autoattack_acc"] if aa else []),
-               "tas_train", "tas_test", "tas_test_given_fooled", "n_train", "epochs", "seconds"]
+               "tas_train", "tas_test", "tas_test_given_fooled", "n_train", "epochs", "seconds",
+               "epoch_seconds"]
     summary = tables.summarize(rows, ["teacher", "method"],
-                               (*DISTILL_COLUMNS, *tables.attack_metrics(cfg.eval)))
+                               (*DISTILL_COLUMNS, *tables.attack_metrics(cfg.eval),
+                                "epoch_seconds"))
     for s in summary:
         te = teacher_evals.get(s["teacher"]) or {}
         s.update({"teacher_clean": te.get("clean_acc"), "teacher_pgd": te.get("pgd_acc"),
@@ -117,7 +147,8 @@ def write_distill_results(cfg: StudyConfig, cells: Sequence[Cell], out_dir,
                         "tas_test": f"transfer.transfer_rate: PGD-{TRANSFER_STEPS} by the "
                                     f"student on the eval.n test slice",
                         "std": "sample standard deviation over seeds (ddof=1; 0 with one seed)",
-                        "seconds": "sum of the cell's epoch times (training only)"},
+                        "seconds": "sum of the cell's epoch times (training only)",
+                        "epoch_seconds": "seconds / epochs"},
               "config": cfg.raw, "rows": rows, "summary": summary}
     io.write_json(out / "results.json", record)
     return record
