@@ -24,6 +24,21 @@ def new_figure(ncols: int = 1, *, width: float = 4.6, height: float = 3.6, nrows
     return fig, [ax for row in axes for ax in row]
 
 
+def finish_axes(ax, *, title: str | None = None, xlabel: str | None = None,
+                ylabel: str | None = None) -> None:
+    """The last touches every panel gets: its title and axis labels (those given), a light
+    grid, and a legend when anything was labelled."""
+    if title is not None:
+        ax.set_title(title)
+    if xlabel is not None:
+        ax.set_xlabel(xlabel)
+    if ylabel is not None:
+        ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
+
+
 def save_figure(fig, path) -> Path:
     """Write ``fig`` as a PNG through a temporary file and an atomic rename."""
     path = Path(path)

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..plotting import new_figure, save_figure
+from ..plotting import finish_axes, new_figure, save_figure
 
 FULL = "full"
 
@@ -43,12 +43,7 @@ def plot_vs_fraction(summary: Sequence[dict], metric: str, path, *, ylabel: str,
             m, sd = 100 * full[0][f"{metric}_mean"], 100 * full[0][f"{metric}_std"]
             ax.axhline(m, color="black", linestyle="--", linewidth=1.2,
                        label=f"full data ({m:.1f} ± {sd:.1f})")
-        ax.set_title(objective)
-        ax.set_xlabel("fraction of the training set kept")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize="small")
+        finish_axes(ax, title=objective, xlabel="fraction of the training set kept", ylabel=ylabel)
     fig.suptitle(title, fontsize="medium")
     return save_figure(fig, path)
 
@@ -150,12 +145,7 @@ def plot_robust_vs_clean(summary: Sequence[dict], metric: str, path, *, ylabel: 
             for x, y, frac in zip(cm, rm, f):
                 ax.annotate(f"{frac:g}", (x, y), textcoords="offset points", xytext=(4, 3),
                             fontsize="x-small", color=colors[name])
-        ax.set_title(objective)
-        ax.set_xlabel("clean accuracy (%)")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize="small")
+        finish_axes(ax, title=objective, xlabel="clean accuracy (%)", ylabel=ylabel)
     fig.suptitle(title, fontsize="medium")
     return save_figure(fig, path)
 

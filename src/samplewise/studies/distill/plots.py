@@ -15,7 +15,7 @@ def distill_plots(summary: Sequence[dict], out_dir, ev: EvalSpec) -> list[Path]:
     as dashed lines) and against the TAS (one marker per method, one point per teacher)."""
     import numpy as np
 
-    from ...plotting import new_figure, save_figure
+    from ...plotting import finish_axes, new_figure, save_figure
 
     out = Path(out_dir)
     use_aa = ev.autoattack and any(s.get("autoattack_acc_mean") is not None for s in summary
@@ -47,7 +47,7 @@ def distill_plots(summary: Sequence[dict], out_dir, ev: EvalSpec) -> list[Path]:
     ax.set_ylabel(f"student {label} accuracy (%)")
     ax.set_title(f"Student vs teacher robustness\n{label} on the test slice; {note}",
                  fontsize="medium")
-    _finish(ax)
+    finish_axes(ax)
     paths.append(save_figure(fig, out / "student_vs_teacher_robustness.png"))
 
     fig, (ax,) = new_figure(width=6.0, height=4.4)
@@ -68,13 +68,6 @@ def distill_plots(summary: Sequence[dict], out_dir, ev: EvalSpec) -> list[Path]:
     ax.set_ylabel(f"student {label} accuracy (%)")
     ax.set_title(f"Student robustness vs transferability\none point per teacher; {note}",
                  fontsize="medium")
-    _finish(ax)
+    finish_axes(ax)
     paths.append(save_figure(fig, out / "student_robustness_vs_tas.png"))
     return paths
-
-
-def _finish(ax) -> None:
-    """Grid, and a legend when anything was labelled."""
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="small")
