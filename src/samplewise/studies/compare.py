@@ -12,7 +12,7 @@ the noise. Fewer than 2 seeds on either side: no verdict.
 
 Example:
     >>> rows = compare(record["summary"], ["clean_acc", "pgd_acc@0.02"], CORESET)
-    >>> write_comparison(rows, "runs/study", {"pgd_acc@0.02": "PGD-20 ε=0.02"}, CORESET)
+    >>> write_comparison(record["summary"], "runs/study", cfg.eval, CORESET, pgd_label="PGD-20")
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .. import io
+from . import tables
 
 COMPARISON_FILE = "comparison.md"
 ALPHA = 0.05
@@ -145,13 +146,10 @@ def comparison_markdown(rows: Sequence[dict], labels: dict[str, str], pairing: P
                 r = next((r for r in mine if tuple(r[c] for c in pairing.within) == key
                           and r["other"] == o), None)
                 cells.append("–" if r is None else _cell(r))
-            lines.append("| " + " | ".join(_fmt(v) for v in key) + " | " + " | ".join(cells) + " |")
+            lines.append("| " + " | ".join(tables.format_value(v) for v in key) + " | "
+                         + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
-
-
-def _fmt(value) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _cell(r: dict) -> str:
@@ -162,9 +160,27 @@ def _cell(r: dict) -> str:
     return f"**{text}**" if r["verdict"] in ("ahead", "behind") else text
 
 
-def write_comparison(rows: Sequence[dict], out_dir, labels: dict[str, str], pairing: Pairing
-                     ) -> Path:
-    """Write ``comparison.md`` (atomically) into the study directory."""
+def comparison_metrics(ev, pgd_label: str) -> tuple[list[str], dict[str, str]]:
+    """The metrics a study's ``comparison.md`` compares and their headings: clean accuracy, PGD
+    at the cell's ε (headed ``pgd_label``), every ladder radius and registered attack of
+    ``ev``, and AutoAttack only when more than one seed runs it."""
+    labels = {"clean_acc": "clean accuracy", "pgd_acc": pgd_label}
+    for label, _ in ev.ladder():
+        labels[tables.ladder_metric(label)] = f"PGD-{ev.pgd_steps} at ε = {label}"
+    for name in ev.attacks or ():
+        labels[tables.attack_metric(name)] = name
+    if ev.autoattack and (ev.autoattack_seeds is None or len(ev.autoattack_seeds) > 1):
+        labels["autoattack_acc"] = ev.autoattack_label()
+    return list(labels), labels
+
+
+def write_comparison(summary: Sequence[dict], out_dir, ev, pairing: Pairing, *,
+                     pgd_label: str) -> Optional[Path]:
+    """Compare (:func:`compare`) and write ``comparison.md`` (atomically) into the study
+    directory; None, and nothing written, when the summary holds no reference row."""
+    if not any(s[pairing.key] == pairing.reference for s in summary):
+        return None
+    metrics, labels = comparison_metrics(ev, pgd_label)
     path = Path(out_dir) / COMPARISON_FILE
-    io.write_text(path, comparison_markdown(rows, labels, pairing))
+    io.write_text(path, comparison_markdown(compare(summary, metrics, pairing), labels, pairing))
     return path

@@ -192,20 +192,6 @@ def coreset_cells(cfg: StudyConfig, out_dir) -> list[Cell]:
 
 
 # ----------------------------------------------------------------------------- the study
-def comparison_metrics(ev) -> tuple[list[str], dict[str, str]]:
-    """The metrics ``comparison.md`` compares (AutoAttack only when more than one seed runs it)
-    and their headings."""
-    labels = {"clean_acc": "clean accuracy",
-              "pgd_acc": f"PGD-{ev.pgd_steps} at the cell's ε"}
-    for label, _ in ev.ladder():
-        labels[tables.ladder_metric(label)] = f"PGD-{ev.pgd_steps} at ε = {label}"
-    for name in ev.attacks or ():
-        labels[tables.attack_metric(name)] = name
-    if ev.autoattack and (ev.autoattack_seeds is None or len(ev.autoattack_seeds) > 1):
-        labels["autoattack_acc"] = ev.autoattack_label()
-    return list(labels), labels
-
-
 def run_coreset_study(config, out_dir, cells=None, *, device: Optional[str] = None,
                       report_only: bool = False) -> dict:
     """Run (or continue) a coreset study and write its results and plots.
@@ -255,10 +241,9 @@ def run_coreset_study(config, out_dir, cells=None, *, device: Optional[str] = No
                                     extra={"scoring": scoring, "budget": cfg.base.budget})
         plots = coreset_plots(record["summary"], out, cfg.eval) if record["rows"] else []
         results = [out / name for name in tables.RESULTS]
-        if any(s["selector"] == compare.CORESET.reference for s in record["summary"]):
-            metrics, labels = comparison_metrics(cfg.eval)
-            rows = compare.compare(record["summary"], metrics, compare.CORESET)
-            results.append(compare.write_comparison(rows, out, labels, compare.CORESET))
+        written = compare.write_comparison(record["summary"], out, cfg.eval, compare.CORESET,
+                                           pgd_label=f"PGD-{cfg.eval.pgd_steps} at the cell's ε")
+        results += [written] if written is not None else []
     return {"cells_total": record["cells_total"], "cells_finished": record["cells_finished"],
             "missing": record["missing"], "ran": ran,
             "failed": sorted(k for k, v in ran.items() if v.startswith("failed")),

@@ -153,7 +153,7 @@ def results_markdown(summary: Sequence[dict], group: Sequence[str], *, title: st
         metrics.append("autoattack_acc")
     lines += ["| " + " | ".join(heads) + " |", "|" + " --- |" * len(heads)]
     for s in summary:
-        cells = [_fmt(s[g]) for g in group] + [str(s["seeds"]), str(s["n_train"]), str(s["epochs"])]
+        cells = [format_value(s[g]) for g in group] + [str(s["seeds"]), str(s["n_train"]), str(s["epochs"])]
         cells += [pct_cell(s[f"{m}_mean"], s[f"{m}_std"], s[f"{m}_n"]) for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     if missing:
@@ -178,7 +178,8 @@ def autoattack_label(ev: EvalSpec) -> Optional[str]:
     return None if middle is None else middle[0]
 
 
-def _fmt(value) -> str:
+def format_value(value) -> str:
+    """A table cell of a grid value (floats in ``g`` format)."""
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 

@@ -17,17 +17,6 @@ from .teachers import cached_teacher_eval, ensure_teacher, teacher_eval
 SAAD = compare.Pairing("method", "saad", ("teacher",), baseline=("teacher", NONE, ()))
 
 
-def comparison_metrics(ev) -> tuple[list[str], dict[str, str]]:
-    """The metrics the distillation study's ``comparison.md`` compares (AutoAttack only when
-    more than one seed runs it) and their headings."""
-    labels = {"clean_acc": "clean accuracy", "pgd_acc": f"PGD-{ev.pgd_steps}"}
-    for name in ev.attacks or ():
-        labels[tables.attack_metric(name)] = name
-    if ev.autoattack and (ev.autoattack_seeds is None or len(ev.autoattack_seeds) > 1):
-        labels["autoattack_acc"] = ev.autoattack_label()
-    return list(labels), labels
-
-
 def run_distill_study(config, out_dir, cells=None, *, device: Optional[str] = None,
                       report_only: bool = False) -> dict:
     """Run (or continue) a distillation study and write its results and plots.
@@ -74,10 +63,9 @@ def run_distill_study(config, out_dir, cells=None, *, device: Optional[str] = No
         record = write_distill_results(cfg, all_cells, out, teacher_evals)
         plots = distill_plots(record["summary"], out, cfg.eval) if record["rows"] else []
         results = [out / name for name in tables.RESULTS]
-        if any(s["method"] == SAAD.reference for s in record["summary"]):
-            metrics, labels = comparison_metrics(cfg.eval)
-            rows = compare.compare(record["summary"], metrics, SAAD)
-            results.append(compare.write_comparison(rows, out, labels, SAAD))
+        written = compare.write_comparison(record["summary"], out, cfg.eval, SAAD,
+                                           pgd_label=f"PGD-{cfg.eval.pgd_steps}")
+        results += [written] if written is not None else []
     return {"cells_total": record["cells_total"], "cells_finished": record["cells_finished"],
             "missing": record["missing"], "ran": ran,
             "failed": sorted(k for k, v in ran.items() if v.startswith("failed")),
