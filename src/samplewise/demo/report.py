@@ -139,18 +139,16 @@ def _noise(p1: float, p2: float, n: int) -> float:
 def _compare(a_name: str, a: float, b_name: str, b: float, n: int, short: bool = False) -> str:
     """``a`` against ``b``: above, below, or within the binomial noise (:func:`_noise`) of an
     ``n``-image test slice; ``short`` gives a compact form for lists of comparisons."""
-    d = 100 * (a - b)
-    noise = 100 * _noise(a, b, n)
+    d, noise, side = 100 * (a - b), 100 * _noise(a, b, n), _side(a, b, n)
+    word = "above" if side > 0 else "below"
     if short:
-        if abs(d) < noise:
+        if side == 0:
             return f"{a_name} and {b_name} within noise ({d:+.1f}, noise ≈{noise:.1f})"
-        return f"{a_name} {abs(d):.1f} points {'above' if d > 0 else 'below'} {b_name} " \
-            f"(noise ≈{noise:.1f})"
-    if abs(d) < noise:
+        return f"{a_name} {abs(d):.1f} points {word} {b_name} (noise ≈{noise:.1f})"
+    if side == 0:
         return (f"{a_name} and {b_name} were within {abs(d):.1f} points of each other, less than "
                 f"the ≈{noise:.1f}-point noise of a {n}-image test slice: no difference in this "
                 "run")
-    word = "above" if d > 0 else "below"
     return (f"{a_name} was {abs(d):.1f} points {word} {b_name}, more than the ≈{noise:.1f}-point "
             f"noise of the {n}-image test slice, but this is one seed")
 
