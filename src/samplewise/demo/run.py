@@ -225,9 +225,9 @@ def ladder_settings(s: DemoSettings) -> dict:
 
 def _ladder(st: Stage, run_dir: Path, s: DemoSettings, device: Optional[str]) -> list[dict]:
     """The stage model's PGD-``eval_steps`` accuracy (step ε/4, random start, seed ``s.seed``)
-    on the fixed test slice at every radius of ``s.eps_ladder``, then the card's ε (that one
-    from ``result.json``). Each radius is written to ``<stage>/ladder.json`` as soon as it is
-    made; a resumed demo reads it instead of attacking again."""
+    on the fixed test slice at every radius of ``s.eps_ladder`` (:func:`_stage_record` adds the
+    card's ε from ``result.json``). Each radius is written to ``<stage>/ladder.json`` as soon as
+    it is made; a resumed demo reads it instead of attacking again."""
     from ..evaluate import evaluate
     from ..models import load_model
     from ..runs import load_bundle
@@ -248,11 +248,14 @@ def _ladder(st: Stage, run_dir: Path, s: DemoSettings, device: Optional[str]) ->
             radii[str(r)] = evaluate(model, test, attack="pgd", threat=threat, n=s.eval_n,
                                      seed=s.seed, device=device or "cpu")
             io.write_json(path, {"settings": settings, "radii": radii})
-    result = json.loads((run_dir / "result.json").read_text())
-    keys = ("eps", "alpha", "steps")
-    return [{**{k: radii[str(r)][k] for k in keys}, "robust_acc": radii[str(r)]["robust_acc"]}
-            for r in s.eps_ladder] + [{**{k: result["eval"][k] for k in keys},
-                                       "robust_acc": float(result["robust_acc"])}]
+    return [_ladder_entry(radii[str(r)]) for r in s.eps_ladder]
+
+
+def _ladder_entry(res: dict) -> dict:
+    """One rung of a stage's ladder: the radius, step and steps of an evaluation, and its
+    robust accuracy."""
+    return {**{k: res[k] for k in ("eps", "alpha", "steps")},
+            "robust_acc": float(res["robust_acc"])}
 
 
 def _stage_record(st: Stage, run_dir: Path, seconds: float,
@@ -271,8 +274,9 @@ def _stage_record(st: Stage, run_dir: Path, seconds: float,
            "clean_acc": float(result["clean_acc"]), "robust_acc": float(result["robust_acc"]),
            "eval": result.get("eval"), "train_seconds": result.get("train_seconds"),
            "seconds": round(seconds, 2)}
-    if ladder is not None:
-        rec["ladder"] = ladder
+    if ladder is not None:  # the ladder's radii, then the card's ε of the run's own evaluation
+        rec["ladder"] = [*ladder, _ladder_entry({**result["eval"],
+                                                 "robust_acc": result["robust_acc"]})]
     if st.kind == "student" and st.method in DEMO_METHODS:
         rec["tas"] = _last_metric(run_dir, "tas")
     return rec
