@@ -19,6 +19,10 @@ def add_study_arguments(p: argparse.ArgumentParser) -> None:
                    "running the same command share its cells (each claims the next free "
                    "unfinished one)")
     p.add_argument("--device", help="override the config's device")
+    p.add_argument("--ledger", metavar="FILE",
+                   help="a JSON file of finished cells that moves with the study from machine to "
+                        "machine (commit it): the cells it holds are not run again (checked "
+                        "against the config), the cells finished here are added to it")
     p.add_argument("--report", action="store_true",
                    help="run nothing: write the tables and plots of the cells finished so far "
                         "(the progress of a study whose shares are still running)")
@@ -44,7 +48,7 @@ def print_summary(res: dict) -> int:
 
 def run_study(args: argparse.Namespace, runner) -> int:
     """Run (or with ``--report`` only report) a study with ``runner(config, out, cells=,
-    device=, report_only=)`` and print its summary."""
+    device=, report_only=, ledger=)`` and print its summary."""
     res = runner(args.config, args.out, cells=cells_share(args), device=args.device,
-                 report_only=args.report)
+                 report_only=args.report, ledger=args.ledger)
     return print_summary(res)

@@ -42,6 +42,8 @@ from ..formats.subset import read_subset, write_subset
 from ..objectives import OBJECTIVES
 from . import compare, grid, tables
 from .grid import Axis, Cell, StudyConfig, StudySpec
+from .ledger import finished_entries, read_ledger
+from .ledger import record as record_ledger
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +195,7 @@ def coreset_cells(cfg: StudyConfig, out_dir) -> list[Cell]:
 
 # ----------------------------------------------------------------------------- the study
 def run_coreset_study(config, out_dir, cells=None, *, device: Optional[str] = None,
-                      report_only: bool = False) -> dict:
+                      report_only: bool = False, ledger=None) -> dict:
     """Run (or continue) a coreset study and write its results and plots.
 
     Args:
@@ -205,6 +207,9 @@ def run_coreset_study(config, out_dir, cells=None, *, device: Optional[str] = No
         device: overrides the config's device.
         report_only: train and evaluate nothing; write the results and plots of the cells
             finished so far (the progress of a study whose shares are still running).
+        ledger: a ledger file (:mod:`samplewise.studies.ledger`): the cells it holds count as
+            finished (checked against this study's recipe and subsets), and the cells finished
+            here are added to it. The scoring run and the subsets are always made here.
 
     Returns:
         A dict with ``cells_total``, ``cells_finished``, ``missing``, ``ran`` (id -> status
@@ -232,13 +237,22 @@ def run_coreset_study(config, out_dir, cells=None, *, device: Optional[str] = No
             table = run_scoring(cfg, out, device=device)
             make_subsets(cfg, table, out)
     all_cells = coreset_cells(cfg, out)
-    ran = {} if report_only else grid.run_cells(all_cells, out, cfg.eval, share=share, device=device)
+    led = read_ledger(ledger, cfg.study, cfg.eval) if ledger is not None else None
+    imported = led.rows_for(all_cells) if led is not None else {}
+    ran = {} if report_only else grid.run_cells(all_cells, out, cfg.eval, share=share,
+                                                device=device, done=imported)
     scoring = {"dir": str(out / "scoring"), "fingerprint": table.meta.get("fingerprint"),
                "model": table.meta.get("model"), "epochs": table.meta.get("epochs"),
                "mode": table.meta.get("mode"), "p": table.meta.get("p")}
     with grid.file_lock(out / "locks" / "results.lock", wait=True):  # the last writer sees all
         record = tables.write_results(cfg, all_cells, out, title=TITLE,
-                                    extra={"scoring": scoring, "budget": cfg.base.budget})
+                                      extra={"scoring": scoring, "budget": cfg.base.budget},
+                                      imported=imported,
+                                      ledger_eps=led.eps() if led is not None else None)
+        if led is not None:
+            record_ledger(ledger, cfg.study, cfg.eval, finished_entries(
+                all_cells, out, cfg.eval, record["rows"], skip=imported),
+                lock=out / "locks" / "ledger.lock")
         plots = coreset_plots(record["summary"], out, cfg.eval) if record["rows"] else []
         results = [out / name for name in tables.RESULTS]
         written = compare.write_comparison(record["summary"], out, cfg.eval, compare.CORESET,

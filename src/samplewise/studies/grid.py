@@ -61,6 +61,8 @@ AUTOATTACK_FILE = "autoattack.json"
 LADDER_FILE = "ladder.json"
 ATTACKS_FILE = "attacks.json"
 TOP_KEYS = ("study", "base", "grid", "seeds", "eval")
+#: a cell's status in :func:`run_cells` when a ledger holds its results
+LEDGER_STATUS = "from the ledger"
 
 # ----------------------------------------------------------------------------- configuration
 @dataclass(frozen=True)
@@ -635,8 +637,11 @@ def claim_next(cells: Sequence[Cell], out_dir, ev: EvalSpec, skip=()):
 
 
 def run_cells(cells: Sequence[Cell], out_dir, ev: EvalSpec, *, share=None,
-              device: Optional[str] = None) -> dict[str, str]:
+              device: Optional[str] = None, done=()) -> dict[str, str]:
     """Run this share's cells (all when ``share`` is None); returns id -> status.
+
+    The cells whose ids are in ``done`` (those a :mod:`~samplewise.studies.ledger` holds) are
+    finished elsewhere: status ``from the ledger``, nothing run or checked for them.
 
     Any number of processes may run this at once on one study directory (on one machine, or
     on many sharing its filesystem): each repeatedly claims the first unfinished cell, in id
@@ -652,17 +657,20 @@ def run_cells(cells: Sequence[Cell], out_dir, ev: EvalSpec, *, share=None,
     """
     from tqdm.auto import tqdm
 
-    todo = share_of(cells, share)
+    mine = share_of(cells, share)
+    status: dict[str, str] = {c.id: LEDGER_STATUS for c in mine if c.id in done}
+    todo = [c for c in mine if c.id not in done]
     for cell in todo:  # a changed config is one clear error before anything runs
         check_same_settings(cell, cell_dir(out_dir, cell))
         _cached_autoattack(cell_dir(out_dir, cell), ev)
         read_ladder(cell_dir(out_dir, cell), ev)
         read_attacks(cell_dir(out_dir, cell), ev)
-    log.info("%d of %d cells to run%s", len(todo), len(cells),
-             "" if share is None else " (share %d/%d)" % parse_share(share))
-    status: dict[str, str] = {c.id: "already finished" for c in todo
-                              if not needs_work(c, cell_dir(out_dir, c), ev)}
-    bar = tqdm(total=len(todo), initial=len(status), desc="cells", unit="cell",
+    log.info("%d of %d cells to run%s%s", len(todo), len(cells),
+             "" if share is None else " (share %d/%d)" % parse_share(share),
+             f" ({len(status)} finished in the ledger)" if status else "")
+    status.update({c.id: "already finished" for c in todo
+                   if not needs_work(c, cell_dir(out_dir, c), ev)})
+    bar = tqdm(total=len(mine), initial=len(status), desc="cells", unit="cell",
                dynamic_ncols=True, disable=None)
     with preemption.graceful_stop(), bar:
         while not preemption.requested() and \
@@ -677,15 +685,15 @@ def run_cells(cells: Sequence[Cell], out_dir, ev: EvalSpec, *, share=None,
                     status[cell.id] = f"failed: {exc}"
                     log.error("cell %s failed: %s", cell.id, exc)
             bar.update(1)
-            log.info("cell %d/%d %s %s in %.1fs", len(status), len(todo), cell.id,
+            log.info("cell %d/%d %s %s in %.1fs", len(status), len(mine), cell.id,
                      status[cell.id], time.perf_counter() - t0)
         if preemption.requested():
             signum = preemption.requested()
             raise preemption.Preempted(signum, f"stopped by {preemption.signal_name(signum)} "
-                                       f"between cells ({len(status)} of {len(todo)} done or "
+                                       f"between cells ({len(status)} of {len(mine)} done or "
                                        "taken)")
     for cell in todo:
         status.setdefault(cell.id, "already finished"
                           if not needs_work(cell, cell_dir(out_dir, cell), ev)
                           else "running elsewhere")
-    return {c.id: status[c.id] for c in todo}
+    return {c.id: status[c.id] for c in mine}

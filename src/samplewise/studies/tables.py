@@ -76,12 +76,14 @@ def cell_row(cell: Cell, path: Path, ev: Optional[EvalSpec] = None) -> Optional[
             "seconds": round(float(sum(res.get("epoch_seconds") or [])), 2)}
 
 
-def collect(cells: Sequence[Cell], out_dir,
-            ev: Optional[EvalSpec] = None) -> tuple[list[dict], list[str]]:
-    """Rows of the finished cells (in id order) and the ids of the missing ones."""
+def collect(cells: Sequence[Cell], out_dir, ev: Optional[EvalSpec] = None,
+            imported: Optional[dict] = None) -> tuple[list[dict], list[str]]:
+    """Rows of the finished cells (in id order) and the ids of the missing ones; a cell in
+    ``imported`` (id -> row, from a ledger) takes that row."""
     rows, missing = [], []
+    imported = imported or {}
     for cell in sorted(cells, key=lambda c: c.id):
-        row = cell_row(cell, cell_dir(out_dir, cell), ev)
+        row = imported.get(cell.id) or cell_row(cell, cell_dir(out_dir, cell), ev)
         (rows.append(row) if row is not None else missing.append(cell.id))
     return rows, missing
 
@@ -194,10 +196,12 @@ def results_csv(rows: Sequence[dict], columns: Sequence[str]) -> str:
 
 
 def write_results(cfg: StudyConfig, cells: Sequence[Cell], out_dir, *, title: str,
-                  extra: Optional[dict] = None) -> dict:
-    """Collect the finished cells and write results.csv / .md / .json; returns the JSON dict."""
+                  extra: Optional[dict] = None, imported: Optional[dict] = None,
+                  ledger_eps: Optional[float] = None) -> dict:
+    """Collect the finished cells (``imported``: id -> row of the cells a ledger holds, whose
+    recorded ε is ``ledger_eps``) and write results.csv / .md / .json; returns the JSON dict."""
     out = Path(out_dir)
-    rows, missing = collect(cells, out, cfg.eval)
+    rows, missing = collect(cells, out, cfg.eval, imported)
     group = list(cfg.grid)
     autoattack = cfg.eval.autoattack
     ladder = ladder_metrics(cfg.eval) + attack_metrics(cfg.eval)
@@ -206,9 +210,10 @@ def write_results(cfg: StudyConfig, cells: Sequence[Cell], out_dir, *, title: st
                "n_train", "epochs", "budget", "seconds"]
     summary = summarize(rows, group, (*METRIC_COLUMNS, *ladder))
     eps = cfg.base.eps
-    if rows and eps is None:
-        first = next(c for c in cells if c.id == rows[0]["cell"])
-        eps = json.loads((cell_dir(out, first) / "result.json").read_text())["eval"]["eps"]
+    if eps is None:  # the card's: as a finished cell here recorded it, else as the ledger did
+        ran_here = [cell_dir(out, c) / "result.json" for c in cells if c.id not in (imported or {})]
+        eps = next((json.loads(f.read_text())["eval"]["eps"] for f in ran_here if f.is_file()),
+                   ledger_eps)
     io.write_text(out / "results.csv", results_csv(rows, columns))
     io.write_text(out / "results.md", results_markdown(summary, group, title=title, ev=cfg.eval,
                                                        eps=eps, missing=missing,

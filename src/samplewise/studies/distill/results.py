@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 from ... import io
 from .. import grid, tables
@@ -16,8 +16,10 @@ from .config import DISTILL_COLUMNS, NONE, TITLE, TRANSFER_FILE, TRANSFER_STEPS
 from .teachers import attack_settings, teacher_path
 
 
-def distill_rows(cfg: StudyConfig, cells: Sequence[Cell], out_dir,
-                 teacher_evals: dict) -> tuple[list[dict], list[str]]:
+def distill_rows(cfg: StudyConfig, cells: Sequence[Cell], out_dir, teacher_evals: dict,
+                 imported: Optional[dict] = None) -> tuple[list[dict], list[str]]:
+    """Rows of the finished cells (grouped by teacher, then method and seed) and the ids of the
+    missing ones; a cell in ``imported`` (id -> row, from a ledger) takes that row."""
     rows, missing = [], []
     order = {t: i for i, t in enumerate(cfg.grid["teacher"])}  # the config's teacher order
 
@@ -25,6 +27,9 @@ def distill_rows(cfg: StudyConfig, cells: Sequence[Cell], out_dir,
         return order.get(c.params["teacher"], -1), c.params["method"], c.params["seed"]
 
     for cell in sorted(cells, key=key):
+        if cell.id in (imported or {}):
+            rows.append(dict(imported[cell.id]))
+            continue
         path = grid.cell_dir(out_dir, cell)
         row = tables.cell_row(cell, path, cfg.eval)
         if row is None:
@@ -118,9 +123,9 @@ def distill_markdown(summary: Sequence[dict], ev: EvalSpec, eps, missing) -> str
 
 
 def write_distill_results(cfg: StudyConfig, cells: Sequence[Cell], out_dir,
-                          teacher_evals: dict) -> dict:
+                          teacher_evals: dict, imported: Optional[dict] = None) -> dict:
     out = Path(out_dir)
-    rows, missing = distill_rows(cfg, cells, out, teacher_evals)
+    rows, missing = distill_rows(cfg, cells, out, teacher_evals, imported)
     aa = cfg.eval.autoattack
     columns = ["cell", "teacher", "teacher_clean", "teacher_pgd", *(["teacher_aa"] if aa else []),
                "method", "seed", "clean_acc", "pgd_acc", *tables.attack_metrics(cfg.eval),

@@ -6,11 +6,14 @@ from __future__ import annotations
 from typing import Optional
 
 from .. import compare, grid, tables
+from ..ledger import finished_entries, read_ledger
+from ..ledger import record as record_ledger
 from .cells import distill_cells, transfer_cells
-from .config import NONE, load_distill_config
+from .config import NONE, TRANSFER_FILE, load_distill_config
 from .plots import distill_plots
 from .results import write_distill_results
-from .teachers import cached_teacher_eval, ensure_teacher, teacher_eval
+from .teachers import (cached_teacher_eval, ensure_teacher, ledger_teacher_eval,
+                       merge_teacher_evals, teacher_entries, teacher_eval)
 
 
 #: SAAD against every method under the same teacher, and the student trained alone
@@ -18,7 +21,7 @@ SAAD = compare.Pairing("method", "saad", ("teacher",), baseline=("teacher", NONE
 
 
 def run_distill_study(config, out_dir, cells=None, *, device: Optional[str] = None,
-                      report_only: bool = False) -> dict:
+                      report_only: bool = False, ledger=None) -> dict:
     """Run (or continue) a distillation study and write its results and plots.
 
     Args:
@@ -31,6 +34,10 @@ def run_distill_study(config, out_dir, cells=None, *, device: Optional[str] = No
         device: overrides the config's device.
         report_only: train and evaluate nothing; write the results and plots of the cells
             finished so far (the progress of a study whose shares are still running).
+        ledger: a ledger file (:mod:`samplewise.studies.ledger`): the cells it holds count as
+            finished and its teachers' evaluations stand in for teachers not trained here (each
+            checked against this config); a teacher is trained only for cells still to run.
+            The cells and teachers finished here are added to it.
 
     Returns:
         ``cells_total``, ``cells_finished``, ``missing``, ``ran`` (id -> status), ``failed``,
@@ -40,27 +47,39 @@ def run_distill_study(config, out_dir, cells=None, *, device: Optional[str] = No
     share = grid.parse_share(cells)
     out = grid.study_dir(out_dir, existing=report_only)
     all_cells = distill_cells(cfg, out)
-    todo = grid.share_of(all_cells, share)
+    led = read_ledger(ledger, cfg.study, cfg.eval) if ledger is not None else None
+    imported = led.rows_for(all_cells) if led is not None else {}
+    recorded = {name: ledger_teacher_eval(cfg, led, name) for name in cfg.grid["teacher"]}
+    todo = [c for c in grid.share_of(all_cells, share) if c.id not in imported]
     for cell in todo:  # a changed config is one clear error before anything runs
         grid.check_same_settings(cell, grid.cell_dir(out, cell))
     if report_only:
         ran: dict = {}
         teacher_evals = {name: cached_teacher_eval(cfg, out, name) for name in cfg.grid["teacher"]}
     else:
+        # a teacher is needed for its cells still to run (and, without a share, for its
+        # evaluation when no ledger records it)
         wanted = [t for t in cfg.grid["teacher"]
-                  if any(c.params["teacher"] == t for c in todo)] if share else \
-            list(cfg.grid["teacher"])
+                  if any(c.params["teacher"] == t for c in todo)
+                  or (not share and recorded[t] is None)]
         # first the teachers no other worker is training, then wait for the rest
         busy = [name for name in wanted
                 if ensure_teacher(cfg, out, name, device=device, wait=False) is None]
         for name in busy:
             ensure_teacher(cfg, out, name, device=device)
-        ran = grid.run_cells(all_cells, out, cfg.eval, share=share, device=device)
+        ran = grid.run_cells(all_cells, out, cfg.eval, share=share, device=device,
+                             done=imported)
         transfer_cells(cfg, todo, out, device=device)
         teacher_evals = {name: teacher_eval(cfg, out, name, device=device)
                          for name in cfg.grid["teacher"]}
+    teacher_evals = merge_teacher_evals(teacher_evals, recorded)
     with grid.file_lock(out / "locks" / "results.lock", wait=True):  # the last writer sees all
-        record = write_distill_results(cfg, all_cells, out, teacher_evals)
+        record = write_distill_results(cfg, all_cells, out, teacher_evals, imported)
+        if led is not None:
+            record_ledger(ledger, cfg.study, cfg.eval, finished_entries(
+                all_cells, out, cfg.eval, record["rows"], skip=imported,
+                complete=lambda c, p: c.cfg.teacher is None or (p / TRANSFER_FILE).is_file()),
+                teacher_entries(cfg, out, teacher_evals), lock=out / "locks" / "ledger.lock")
         plots = distill_plots(record["summary"], out, cfg.eval) if record["rows"] else []
         results = [out / name for name in tables.RESULTS]
         written = compare.write_comparison(record["summary"], out, cfg.eval, SAAD,

@@ -13,6 +13,7 @@ from ... import io
 from ...config import TrainConfig
 from .. import grid
 from ..grid import StudyConfig
+from ..ledger import run_recipe
 from .config import TEACHER_EVAL, TEACHERS_DIR, TeacherSpec
 
 log = logging.getLogger(__name__)
@@ -138,3 +139,57 @@ def teacher_eval(cfg: StudyConfig, out_dir, name: str, *,
             record["autoattack_acc"] = aa["robust_acc"]
         io.write_json(file, record)
         return record
+
+
+# ----------------------------------------------------------------------------- the ledger
+def _portable(record: dict) -> dict:
+    """A teacher evaluation without the teacher's path (a location, not what was measured)."""
+    settings = {k: v for k, v in (record.get("settings") or {}).items() if k != "teacher"}
+    return {**record, "settings": settings}
+
+
+def ledger_teacher_eval(cfg: StudyConfig, led, name: str) -> Optional[dict]:
+    """Teacher ``name``'s evaluation as the ledger ``led`` records it (None without a ledger,
+    without an entry, or when it was made with other evaluation settings); a recorded teacher
+    with another recipe is refused (:meth:`~samplewise.studies.ledger.Ledger.teacher_eval`)."""
+    if led is None:
+        return None
+    spec = teacher_spec(cfg, name)
+    recorded = led.teacher_eval(name, train_cfg=teacher_train_config(cfg, name)
+                                if spec.train is not None else None, path=spec.path)
+    if recorded is None:
+        return None
+    _, rcfg = attack_settings(cfg)
+    wanted = _portable({"settings": _eval_key(cfg, rcfg, "")})["settings"]
+    return recorded if recorded.get("settings") == wanted else None
+
+
+def merge_teacher_evals(here: dict, recorded: dict) -> dict:
+    """Each teacher's evaluation: the one made here, else the ledger's. A teacher trained again
+    here whose evaluation differs from the ledger's (training that did not reproduce) is logged:
+    the ledger's cells learnt from the other one."""
+    out = {}
+    for name, te in here.items():
+        rec = recorded.get(name)
+        if te is not None and rec is not None and any(
+                te.get(k) != rec.get(k) for k in ("clean_acc", "pgd_acc", "autoattack_acc")):
+            log.warning("teacher %s trained here evaluates to clean %s / PGD %s, the ledger's to "
+                        "clean %s / PGD %s: its ledger cells learnt from a teacher that did not "
+                        "reproduce", name, te.get("clean_acc"), te.get("pgd_acc"),
+                        rec.get("clean_acc"), rec.get("pgd_acc"))
+        out[name] = te if te is not None else rec
+    return out
+
+
+def teacher_entries(cfg: StudyConfig, out_dir, teacher_evals: dict) -> dict:
+    """Ledger entries (``{name: {"recipe", "eval"}}``) of the teachers trained (or given) and
+    evaluated here."""
+    out = {}
+    for name, te in teacher_evals.items():
+        spec = teacher_spec(cfg, name)
+        if te is None or not teacher_ready(cfg, out_dir, name):
+            continue
+        recipe = run_recipe(teacher_dir(out_dir, name)) if spec.train is not None \
+            else {"path": spec.path}
+        out[name] = {"recipe": recipe, "eval": _portable(te)}
+    return out

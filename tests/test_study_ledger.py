@@ -1,0 +1,178 @@
+"""A study's ledger carries its finished cells to another machine: a study rerun in an empty
+directory with the ledger runs nothing it holds and writes the same tables; a ledger that does
+not match the config (recipe, evaluation, subsets, study) or is damaged is refused in one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from samplewise.cli import main
+from samplewise.config import TrainConfig
+from samplewise.errors import SamplewiseError
+from samplewise.runs import run_training
+from samplewise.studies import distill, grid
+from samplewise.studies.coreset_study import run_coreset_study
+from samplewise.studies.ledger import FORMAT, read_ledger
+
+ROOT = Path(__file__).resolve().parents[1]
+DISTILL_DIGITS = ROOT / "configs" / "study-distill-digits.yaml"
+
+
+def coreset_raw(**changes) -> dict:
+    raw = {"study": "coreset",
+           "base": {"dataset": "digits", "model": "mlp", "epochs": 1, "batch_size": 64,
+                    "lr": 0.05, "schedule": "constant", "attack_steps": 1, "monitor_steps": 0,
+                    "progress": False, "threads": 1},
+           "scoring": {"epochs": 2, "mode": "checkpoint", "p": 2},
+           "selection": {"full_data": True},
+           "grid": {"selectors": ["easycore", "random"], "fractions": [0.3],
+                    "objectives": ["pgd-at"]},
+           "seeds": [0, 1], "eval": {"n": 60, "pgd_steps": 2}}
+    raw.update(changes)
+    return raw
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory):
+    """A coreset study run once with a ledger: ``(study dir, ledger, result)``."""
+    root = tmp_path_factory.mktemp("ledger")
+    ledger = root / "ledger.json"
+    res = run_coreset_study(coreset_raw(), root / "a", ledger=ledger)
+    return root / "a", ledger, res
+
+
+def trained_cells(out: Path) -> list[str]:
+    return sorted(p.parent.name for p in (out / "cells").glob("*/model.pt"))
+
+
+def test_ledger_records_every_finished_cell(first):
+    out, ledger, res = first
+    assert res["cells_finished"] == res["cells_total"] == 6 and not res["failed"]
+    raw = json.loads(ledger.read_text())
+    assert raw["format"] == FORMAT and raw["study"] == "coreset"
+    assert sorted(raw["cells"]) == trained_cells(out)
+    saved = json.loads((out / "results.json").read_text())["rows"]
+    assert {r["cell"]: r for r in saved} == {k: v["row"] for k, v in raw["cells"].items()}
+    entry = raw["cells"]["easycore-f0.3-pgd-at-s1"]["recipe"]
+    assert entry["seed"] == 1 and entry["objective"] == "pgd-at" and entry["eps"] > 0
+    assert len(entry["subset_checksum"]) == 16 and "subset" not in entry
+    assert "device" not in entry and "threads" not in entry   # runtime keys are not the recipe
+    assert not list(ledger.parent.glob("*.lock"))             # no lock beside a committed ledger
+
+
+def test_a_new_machine_runs_only_what_the_ledger_lacks(first, tmp_path):
+    out, ledger, _ = first
+    moved = tmp_path / "ledger.json"
+    raw = json.loads(ledger.read_text())
+    dropped = raw["cells"].pop("random-f0.3-pgd-at-s0")
+    moved.write_text(json.dumps(raw))
+    res = run_coreset_study(coreset_raw(), tmp_path / "b", ledger=moved)
+    assert res["ran"]["random-f0.3-pgd-at-s0"] == "trained"
+    assert {v for k, v in res["ran"].items() if k != "random-f0.3-pgd-at-s0"} == \
+        {grid.LEDGER_STATUS}
+    assert trained_cells(tmp_path / "b") == ["random-f0.3-pgd-at-s0"]
+    # the cell trained again on this "machine" is the one the ledger lost, and it is back
+    again = json.loads(moved.read_text())["cells"]["random-f0.3-pgd-at-s0"]
+    assert again["recipe"] == dropped["recipe"]
+    assert again["row"]["clean_acc"] == pytest.approx(dropped["row"]["clean_acc"], abs=0.05)
+    # the tables list the same cells; the imported rows are the ledger's
+    rows = {r["cell"]: r for r in json.loads((tmp_path / "b" / "results.json").read_text())["rows"]}
+    assert rows["easycore-f0.3-pgd-at-s1"] == raw["cells"]["easycore-f0.3-pgd-at-s1"]["row"]
+    assert "not finished" not in (tmp_path / "b" / "results.md").read_text()
+
+
+def test_report_only_from_the_ledger_alone(first, tmp_path):
+    out, ledger, _ = first
+    run_coreset_study(coreset_raw(), tmp_path / "c", ledger=ledger)   # scoring and subsets only
+    assert trained_cells(tmp_path / "c") == []
+    before = (out / "results.csv").read_text()
+    assert (tmp_path / "c" / "results.csv").read_text() == before
+    res = run_coreset_study(coreset_raw(), tmp_path / "c", ledger=ledger, report_only=True)
+    assert res["cells_finished"] == 6 and (tmp_path / "c" / "results.csv").read_text() == before
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"base": {**coreset_raw()["base"], "lr": 0.01}}, "lr=0.05"),
+    ({"eval": {"n": 50, "pgd_steps": 2}}, "eval.n=60"),
+])
+def test_a_ledger_of_another_config_is_refused(first, tmp_path, changes, message):
+    _, ledger, _ = first
+    with pytest.raises(SamplewiseError, match=message):
+        run_coreset_study(coreset_raw(**changes), tmp_path / "d", ledger=ledger)
+    assert not (tmp_path / "d" / "cells").exists()
+
+
+def test_other_subsets_are_refused(first, tmp_path):
+    _, ledger, _ = first
+    raw = json.loads(ledger.read_text())
+    raw["cells"]["easycore-f0.3-pgd-at-s0"]["recipe"]["subset_checksum"] = "0" * 16
+    tampered = tmp_path / "ledger.json"
+    tampered.write_text(json.dumps(raw))
+    with pytest.raises(SamplewiseError, match="did not select the same samples"):
+        run_coreset_study(coreset_raw(), tmp_path / "e", ledger=tampered)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "is damaged"),
+    (json.dumps({"format": "other"}), "is damaged (not a samplewise.ledger/1 file)"),
+    (json.dumps({"format": FORMAT, "study": "coreset", "eval": {}, "teachers": {},
+                 "cells": {"x": {"row": {}}}}), "must each hold recipe and row"),
+    (json.dumps({"format": FORMAT, "study": "distill", "eval": {}, "teachers": {},
+                 "cells": {}}), "holds a 'distill' study"),
+])
+def test_damaged_or_foreign_ledger_is_one_error_line(tmp_path, capsys, monkeypatch, text,
+                                                     message):
+    monkeypatch.chdir(tmp_path)
+    Path("config.yaml").write_text(yaml.safe_dump(coreset_raw()))
+    Path("ledger.json").write_text(text)
+    code = main(["-q", "study", "coreset", "--config", "config.yaml", "--out", "out",
+                 "--ledger", "ledger.json"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert Path("ledger.json").read_text() == text            # never overwritten
+
+
+def test_read_ledger_of_a_missing_file_is_empty(tmp_path):
+    led = read_ledger(tmp_path / "none.json", "coreset",
+                      grid.EvalSpec(n=10, pgd_steps=1))
+    assert led.cells == {} and led.teachers == {} and led.eps() is None
+
+
+# ----------------------------------------------------------------------------- distillation
+@pytest.fixture(scope="module")
+def given_teacher(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("teacher") / "run"
+    run_training(TrainConfig(dataset="digits", model="mlp", epochs=1, batch_size=64, lr=0.05,
+                             schedule="constant", objective="pgd-at", attack_steps=1,
+                             eval_n=30, eval_steps=1, monitor_steps=0, progress=False,
+                             threads=1), path)
+    return path / "model.pt"
+
+
+def distill_raw(teacher: Path) -> dict:
+    cfg = yaml.safe_load(DISTILL_DIGITS.read_text())
+    cfg["teachers"][1]["path"] = str(teacher)
+    return cfg
+
+
+def test_distill_study_moves_with_its_ledger(tmp_path, given_teacher):
+    ledger = tmp_path / "ledger.json"
+    first = distill.run_distill_study(distill_raw(given_teacher), tmp_path / "a", ledger=ledger)
+    assert first["cells_finished"] == first["cells_total"] and not first["failed"]
+    raw = json.loads(ledger.read_text())
+    trained = [t["name"] for t in distill_raw(given_teacher)["teachers"] if "train" in t]
+    assert sorted(raw["teachers"]) == sorted(t["name"] for t in distill_raw(given_teacher)
+                                            ["teachers"])
+    assert all("teacher" not in e["eval"]["settings"] for e in raw["teachers"].values())
+    # a new machine: nothing trained, not even the study's own teacher, and the same tables
+    again = distill.run_distill_study(distill_raw(given_teacher), tmp_path / "b", ledger=ledger)
+    assert set(again["ran"].values()) == {grid.LEDGER_STATUS}
+    assert not any((tmp_path / "b" / "teachers" / name / "model.pt").exists() for name in trained)
+    assert trained_cells(tmp_path / "b") == []
+    assert (tmp_path / "b" / "results.csv").read_text() == \
+        (tmp_path / "a" / "results.csv").read_text()
+    assert again["teachers"][trained[0]]["pgd_acc"] == first["teachers"][trained[0]]["pgd_acc"]
