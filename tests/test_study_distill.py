@@ -204,3 +204,33 @@ def test_method_settings_give_a_method_its_own_recipe(tmp_path, given_teacher):
                          ([1], "mapping")):
         with pytest.raises(SamplewiseError, match=message):
             distill.load_distill_config({**cfg, "method_settings": bad})
+
+
+def test_a_worker_runs_the_cells_of_a_free_teacher_while_another_is_busy(tmp_path,
+                                                                        given_teacher):
+    """Cells run one teacher at a time: with the study's own teacher held by another worker, a
+    worker runs the given teacher's cells first, and the busy teacher's cells once it is free."""
+    import threading
+    import time
+
+    from samplewise.studies.distill.run import run_by_teacher
+
+    cfg = distill.load_distill_config(raw(given_teacher))
+    trained = next(t.name for t in cfg.sections["teachers"] if t.train is not None)
+    out = tmp_path / "study"
+    cells = distill_cells(cfg, out)
+    given = [c for c in cells if c.params["teacher"] == "given"]
+    ran: dict = {}
+    with grid.file_lock(out / "locks" / f"teacher-{trained}.lock", wait=True):
+        worker = threading.Thread(target=lambda: ran.update(run_by_teacher(
+            cfg, out, cells, {name: None for name in cfg.grid["teacher"]}, whole=True)))
+        worker.start()
+        deadline = time.monotonic() + 300
+        while not all(grid.is_finished(grid.cell_dir(out, c)) for c in given):
+            assert worker.is_alive() and time.monotonic() < deadline
+            time.sleep(0.2)
+        assert not (out / "teachers" / trained).exists()   # still not this worker's to train
+    worker.join(timeout=300)
+    assert not worker.is_alive()
+    assert set(ran) == {c.id for c in cells} and set(ran.values()) == {"trained"}
+    assert grid.is_finished(out / "teachers" / trained)

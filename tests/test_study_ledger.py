@@ -176,3 +176,20 @@ def test_distill_study_moves_with_its_ledger(tmp_path, given_teacher):
     assert (tmp_path / "b" / "results.csv").read_text() == \
         (tmp_path / "a" / "results.csv").read_text()
     assert again["teachers"][trained[0]]["pgd_acc"] == first["teachers"][trained[0]]["pgd_acc"]
+
+
+def test_a_teacher_whose_cells_are_all_in_the_ledger_is_not_trained(tmp_path, given_teacher):
+    ledger = tmp_path / "ledger.json"
+    distill.run_distill_study(distill_raw(given_teacher), tmp_path / "a", ledger=ledger)
+    raw = json.loads(ledger.read_text())
+    given_cells = [k for k, v in raw["cells"].items() if v["row"]["teacher"] == "given"]
+    assert given_cells
+    for k in given_cells:
+        del raw["cells"][k]
+    ledger.write_text(json.dumps(raw))
+    res = distill.run_distill_study(distill_raw(given_teacher), tmp_path / "b", ledger=ledger)
+    assert sorted(k for k, v in res["ran"].items() if v == "trained") == sorted(given_cells)
+    trained = next(t["name"] for t in distill_raw(given_teacher)["teachers"] if "train" in t)
+    assert not (tmp_path / "b" / "teachers" / trained).exists()
+    assert res["teachers"][trained] is not None                 # the ledger's evaluation
+    assert res["cells_finished"] == res["cells_total"]

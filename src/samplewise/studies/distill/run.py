@@ -20,6 +20,36 @@ from .teachers import (cached_teacher_eval, ensure_teacher, ledger_teacher_eval,
 SAAD = compare.Pairing("method", "saad", ("teacher",), baseline=("teacher", NONE, ()))
 
 
+def run_by_teacher(cfg, out, todo, recorded: dict, *, whole: bool,
+                   device: Optional[str] = None) -> dict:
+    """Run the cells ``todo`` one teacher at a time (the student alone first), training each
+    teacher just before its cells, so that a worker never waits for a teacher it does not yet
+    need; returns id -> status.
+
+    A teacher that another worker is training is put off until this worker has run the cells of
+    every other teacher it could. A teacher with no cell left to run is trained only when
+    ``whole`` (the whole study, not a share) and no ledger records its evaluation.
+    """
+    ran: dict = {}
+    groups = {t: [c for c in todo if c.params["teacher"] == t]
+              for t in [NONE, *cfg.grid["teacher"]]}
+    alone = groups.pop(NONE)
+    if alone:
+        ran.update(grid.run_cells(alone, out, cfg.eval, device=device))
+    wanted = [t for t, cells in groups.items() if cells or (whole and recorded[t] is None)]
+    busy = []
+    for name in wanted:
+        if ensure_teacher(cfg, out, name, device=device, wait=False) is None:
+            busy.append(name)  # another worker is training it: its cells come last
+        elif groups[name]:
+            ran.update(grid.run_cells(groups[name], out, cfg.eval, device=device))
+    for name in busy:
+        ensure_teacher(cfg, out, name, device=device)
+        if groups[name]:
+            ran.update(grid.run_cells(groups[name], out, cfg.eval, device=device))
+    return ran
+
+
 def run_distill_study(config, out_dir, cells=None, *, device: Optional[str] = None,
                       report_only: bool = False, ledger=None) -> dict:
     """Run (or continue) a distillation study and write its results and plots.
@@ -27,10 +57,10 @@ def run_distill_study(config, out_dir, cells=None, *, device: Optional[str] = No
     Args:
         config: a YAML path, a mapping or a parsed :class:`StudyConfig`.
         out_dir: the study directory (``teachers/``, ``cells/``, results, plots).
-        cells: ``"i/n"`` to run only the i-th of n shares of the cells; the teachers this share
-            needs are trained first (one process per teacher, under a lock; a worker trains the
-            teachers no other worker is busy with before it waits for the others). Without it, every
-            unfinished cell runs (and every teacher is trained).
+        cells: ``"i/n"`` to run only the i-th of n shares of the cells. Without it, every
+            unfinished cell runs (and every teacher is trained). Either way the cells run one
+            teacher at a time, each teacher trained (one process per teacher, under a lock) just
+            before its cells (:func:`run_by_teacher`).
         device: overrides the config's device.
         report_only: train and evaluate nothing; write the results and plots of the cells
             finished so far (the progress of a study whose shares are still running).
@@ -57,18 +87,9 @@ def run_distill_study(config, out_dir, cells=None, *, device: Optional[str] = No
         ran: dict = {}
         teacher_evals = {name: cached_teacher_eval(cfg, out, name) for name in cfg.grid["teacher"]}
     else:
-        # a teacher is needed for its cells still to run (and, without a share, for its
-        # evaluation when no ledger records it)
-        wanted = [t for t in cfg.grid["teacher"]
-                  if any(c.params["teacher"] == t for c in todo)
-                  or (not share and recorded[t] is None)]
-        # first the teachers no other worker is training, then wait for the rest
-        busy = [name for name in wanted
-                if ensure_teacher(cfg, out, name, device=device, wait=False) is None]
-        for name in busy:
-            ensure_teacher(cfg, out, name, device=device)
-        ran = grid.run_cells(all_cells, out, cfg.eval, share=share, device=device,
-                             done=imported)
+        ran = run_by_teacher(cfg, out, todo, recorded, whole=not share, device=device)
+        ran.update({c.id: grid.LEDGER_STATUS for c in grid.share_of(all_cells, share)
+                    if c.id in imported})
         transfer_cells(cfg, todo, out, device=device)
         teacher_evals = {name: teacher_eval(cfg, out, name, device=device)
                          for name in cfg.grid["teacher"]}
