@@ -40,7 +40,7 @@ def coreset_raw(**changes) -> dict:
 def first(tmp_path_factory):
     """A coreset study run once with a ledger: ``(study dir, ledger, result)``."""
     root = tmp_path_factory.mktemp("ledger")
-    ledger = root / "ledger.json"
+    ledger = root / "ledgers" / "ledger.json"       # its folder is made when first written
     res = run_coreset_study(coreset_raw(), root / "a", ledger=ledger)
     return root / "a", ledger, res
 

@@ -183,6 +183,7 @@ def record(path, study: str, ev: EvalSpec, cells: Mapping[str, dict],
     ``lock`` (in the study directory, so that no lock file lands beside a committed ledger); an
     entry already there is replaced. Returns the merged ledger."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(lock, wait=True):
         led = read_ledger(path, study, ev)
         led.cells.update({k: {"recipe": v["recipe"], "row": v["row"]} for k, v in cells.items()})
