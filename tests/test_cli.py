@@ -76,3 +76,15 @@ def test_finished_run_is_not_overwritten(tmp_path, capsys):
     assert main(args) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert (out / "model.pt").read_bytes() == before
+
+
+def test_help_and_version_do_not_load_torch():
+    """The parser is built, and ``import samplewise`` done, without importing torch (a 2-3 s
+    import); every public name still resolves on first use."""
+    code = ("import sys, samplewise, samplewise.cli as c; c.build_parser(); "
+            "assert 'torch' not in sys.modules, 'torch imported'; "
+            "missing = [n for n in samplewise.__all__ if getattr(samplewise, n, None) is None]; "
+            "assert not missing, missing; assert 'torch' in sys.modules; "
+            "assert set(samplewise.__all__) <= set(dir(samplewise))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr

@@ -15,21 +15,40 @@ Example:
     >>> result = sw.run_training(cfg, "runs/digits-pgd")
 """
 
-from .runinfo import __version__
-from .errors import SamplewiseError
-from .config import TrainConfig, load_config
-from .data import (DataBundle, DatasetCard, IndexedDataset, InMemoryLoader, Split, list_datasets,
-                   load_dataset)
-from .models import create_model, load_model, save_model
-from .attacks import autoattack, cw_inf, fgsm, pgd
-from .objectives import StepContext, build_objective, list_objectives
-from .train import FitResult, Hook, fit
-from .evaluate import evaluate
-from .runs import run_training
-from .formats.scores import ScoreTable
-from .hardness import AIGNMeter, input_grad_norms
-from .hardness.scoring import score, scores_from_model
-from .coreset import select, list_selectors
+import importlib
+
+from .version import __version__
+
+#: public name -> the module that defines it; imported on first use (PEP 562), so that
+#: ``import samplewise`` (and the command line's ``--help``) does not load torch until a name
+#: that needs it is asked for
+_EXPORTS = {
+    "SamplewiseError": "errors", "TrainConfig": "config", "load_config": "config",
+    **dict.fromkeys(("DataBundle", "DatasetCard", "IndexedDataset", "InMemoryLoader", "Split",
+                     "list_datasets", "load_dataset"), "data"),
+    **dict.fromkeys(("create_model", "load_model", "save_model"), "models"),
+    **dict.fromkeys(("autoattack", "cw_inf", "fgsm", "pgd"), "attacks"),
+    **dict.fromkeys(("StepContext", "build_objective", "list_objectives"), "objectives"),
+    **dict.fromkeys(("FitResult", "Hook", "fit"), "train"),
+    "evaluate": "evaluate", "run_training": "runs", "ScoreTable": "formats.scores",
+    "AIGNMeter": "hardness", "input_grad_norms": "hardness",
+    "score": "hardness.scoring", "scores_from_model": "hardness.scoring",
+    "select": "coreset", "list_selectors": "coreset",
+}
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'samplewise' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
 
 __all__ = [
     "__version__", "SamplewiseError", "TrainConfig", "load_config", "DataBundle", "DatasetCard",

@@ -35,7 +35,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .runinfo import __version__
+    from .version import __version__
     parser = _Parser(prog="samplewise", description="Data-centric adversarial robustness: "
                      "EasyCore coresets and SAAD adversarial distillation.")
     parser.add_argument("--version", action="version", version=f"samplewise {__version__}")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__version__ = "0.1.0"
+from .version import __version__
 
 
 def git_hash() -> str | None:

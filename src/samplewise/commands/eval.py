@@ -15,20 +15,31 @@ import json
 
 from ..errors import SamplewiseError
 
-HELP = "evaluate a saved model: clean, pgd, cw or autoattack"
+HELP = "evaluate a saved model: clean accuracy, or robust accuracy under any registered attack"
 
 
-def attack_choices() -> list[str]:
-    """Every registered attack (``clean`` included), in registration order."""
-    from ..attacks import ATTACKS
-    return ATTACKS.names(include_prefix=False)
+class AttackChoices:
+    """Every registered attack (``clean`` included), in registration order, read from the
+    registry each time argparse asks (checking ``--attack``, or printing ``eval --help``): the
+    parser is built without loading torch, and an attack registered later is a valid choice."""
+
+    def names(self) -> list[str]:
+        from ..attacks import ATTACKS
+        return ATTACKS.names(include_prefix=False)
+
+    def __iter__(self):
+        return iter(self.names())
+
+    def __contains__(self, name) -> bool:
+        return name in self.names()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``samplewise eval``."""
     p.add_argument("--model", required=True, help="model file or run directory")
     p.add_argument("--dataset", help="default: the dataset the model was trained on")
-    p.add_argument("--attack", default="pgd", choices=attack_choices())
+    p.add_argument("--attack", default="pgd", choices=AttackChoices(), metavar="ATTACK",
+                   help="a registered attack: %(choices)s")
     p.add_argument("--eps", type=float), p.add_argument("--alpha", type=float)
     p.add_argument("--steps", type=int), p.add_argument("--n", type=int)
     p.add_argument("--batch-size", type=int, default=256), p.add_argument("--device", default="cpu")
