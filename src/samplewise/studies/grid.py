@@ -636,6 +636,24 @@ def claim_next(cells: Sequence[Cell], out_dir, ev: EvalSpec, skip=()):
     return None
 
 
+def pace(finished_then: int, finished_now: int, total: int, seconds: float) -> str:
+    """How far the study is and, at the pace of every worker together since this one started
+    (cells finished by any of them over the time elapsed), how long the rest will take.
+
+    Example:
+        >>> pace(10, 30, 90, 1200.0)
+        '30 of 90 cells finished; ~60 min left at the pace so far (1.0 cells/min)'
+    """
+    text = f"{finished_now} of {total} cells finished"
+    gained = finished_now - finished_then
+    if gained <= 0 or seconds <= 0 or finished_now >= total:
+        return text
+    per_min = 60.0 * gained / seconds
+    left = (total - finished_now) / per_min
+    when = f"~{left:.0f} min" if left < 120 else f"~{left / 60:.1f} h"
+    return f"{text}; {when} left at the pace so far ({per_min:.1f} cells/min)"
+
+
 def run_cells(cells: Sequence[Cell], out_dir, ev: EvalSpec, *, share=None,
               device: Optional[str] = None, done=()) -> dict[str, str]:
     """Run this share's cells (all when ``share`` is None); returns id -> status.
@@ -672,6 +690,7 @@ def run_cells(cells: Sequence[Cell], out_dir, ev: EvalSpec, *, share=None,
                    if not needs_work(c, cell_dir(out_dir, c), ev)})
     bar = tqdm(total=len(mine), initial=len(status), desc="cells", unit="cell",
                dynamic_ncols=True, disable=None)
+    start, finished_at_start = time.monotonic(), len(status)
     with preemption.graceful_stop(), bar:
         while not preemption.requested() and \
                 (claim := claim_next(todo, out_dir, ev, skip=status)) is not None:
@@ -685,8 +704,11 @@ def run_cells(cells: Sequence[Cell], out_dir, ev: EvalSpec, *, share=None,
                     status[cell.id] = f"failed: {exc}"
                     log.error("cell %s failed: %s", cell.id, exc)
             bar.update(1)
-            log.info("cell %d/%d %s %s in %.1fs", len(status), len(mine), cell.id,
-                     status[cell.id], time.perf_counter() - t0)
+            finished = sum(c.id in done or not needs_work(c, cell_dir(out_dir, c), ev)
+                           for c in mine)
+            log.info("cell %d/%d %s %s in %.1fs; %s", len(status), len(mine), cell.id,
+                     status[cell.id], time.perf_counter() - t0,
+                     pace(finished_at_start, finished, len(mine), time.monotonic() - start))
         if preemption.requested():
             signum = preemption.requested()
             raise preemption.Preempted(signum, f"stopped by {preemption.signal_name(signum)} "
