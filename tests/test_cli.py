@@ -88,3 +88,15 @@ def test_help_and_version_do_not_load_torch():
             "assert set(samplewise.__all__) <= set(dir(samplewise))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+def test_a_closed_output_pipe_stops_quietly():
+    """``samplewise list | head -0``: the reader is gone before the first write; the command
+    stops with 141 (128 + SIGPIPE) and no traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "samplewise", "list"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         if a.command is None:
             parser.print_help()
             return 2
-        return COMMANDS[a.command].run(a)
+        status = COMMANDS[a.command].run(a)
+        sys.stdout.flush()  # a closed pipe is found here, not at interpreter exit
+        return status
     except SamplewiseError as exc:
         print(f"samplewise: error: {exc}", file=sys.stderr)
         return 2
@@ -64,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("samplewise: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`samplewise ... | head`): stop quietly
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141  # 128 + SIGPIPE, as a shell reports it
 
 
 def resume_command(argv: list[str] | None, args: argparse.Namespace) -> str:
