@@ -16,7 +16,8 @@ from samplewise.errors import SamplewiseError
 from samplewise.runs import run_training
 from samplewise.studies import distill, grid
 from samplewise.studies.coreset_study import run_coreset_study
-from samplewise.studies.ledger import FORMAT, read_ledger
+from samplewise.formats.subset import read_subset
+from samplewise.studies.ledger import FORMAT, decode_indices, encode_indices, read_ledger
 
 ROOT = Path(__file__).resolve().parents[1]
 DISTILL_DIGITS = ROOT / "configs" / "study-distill-digits.yaml"
@@ -75,6 +76,11 @@ def test_a_new_machine_runs_only_what_the_ledger_lacks(first, tmp_path):
     assert {v for k, v in res["ran"].items() if k != "random-f0.3-pgd-at-s0"} == \
         {grid.LEDGER_STATUS}
     assert trained_cells(tmp_path / "b") == ["random-f0.3-pgd-at-s0"]
+    # the subsets came from the ledger: no scoring run on this machine, the same samples
+    assert not (tmp_path / "b" / "scoring").exists()
+    for npy in sorted((out / "subsets").glob("*.npy")):
+        assert read_subset(tmp_path / "b" / "subsets" / npy.name).indices.tolist() == \
+            read_subset(npy).indices.tolist()
     # the cell trained again on this "machine" is the one the ledger lost, and it is back
     again = json.loads(moved.read_text())["cells"]["random-f0.3-pgd-at-s0"]
     assert again["recipe"] == dropped["recipe"]
@@ -96,7 +102,12 @@ def test_report_only_from_the_ledger_alone(first, tmp_path):
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"base": {**coreset_raw()["base"], "lr": 0.01}}, "lr=0.05"),
+    ({"base": {**coreset_raw()["base"], "epochs": 2}}, "was run with epochs=1, but the study "
+                                                         "now asks for epochs=2"),
+    ({"base": {**coreset_raw()["base"], "lr": 0.01}},     # the scoring run's lr too
+     r"its subsets were made with other scoring or selection settings \(scoring_run\)"),
+    ({"selection": {"full_data": True, "class_balanced": True}},
+     r"other scoring or selection settings \(selection\)"),
     ({"eval": {"n": 50, "pgd_steps": 2}}, "eval.n=60"),
 ])
 def test_a_ledger_of_another_config_is_refused(first, tmp_path, changes, message):
@@ -134,6 +145,23 @@ def test_damaged_or_foreign_ledger_is_one_error_line(tmp_path, capsys, monkeypat
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
     assert Path("ledger.json").read_text() == text            # never overwritten
+
+
+def test_a_damaged_subset_in_the_ledger_is_refused(first, tmp_path):
+    _, ledger, _ = first
+    raw = json.loads(ledger.read_text())
+    name = sorted(raw["subsets"])[0]
+    raw["subsets"][name]["indices"] = encode_indices([1, 2, 3])
+    bad = tmp_path / "ledger.json"
+    bad.write_text(json.dumps(raw))
+    with pytest.raises(SamplewiseError, match=f"damaged \\(subset {name} does not match its "
+                                              "checksum\\)"):
+        run_coreset_study(coreset_raw(), tmp_path / "f", ledger=bad)
+
+
+@pytest.mark.parametrize("indices", [[], [0], [7, 3, 59999], list(range(0, 60000, 7))])
+def test_subset_indices_round_trip(indices):
+    assert decode_indices(encode_indices(indices)).tolist() == sorted(indices)
 
 
 def test_read_ledger_of_a_missing_file_is_empty(tmp_path):

@@ -170,14 +170,15 @@ def _side(a: float, b: float, n: int) -> int:
 
 #: what the studies found about the coreset half (docs/results.md), stated as a fixed sentence
 STUDIES_CORESET = (
-    "What the studies found (docs/results.md §0, §5, §2): under standard training (Fashion-MNIST "
+    "What the studies found (docs/results.md §0, §5, §6): under standard training (Fashion-MNIST "
     "10k, cnn-small, 15 epochs, 3 seeds, nine other selectors) EasyCore's advantage shows at the "
     "larger of the small radii, ε = 0.05 (half the card's ε): 26.4 ± 2.2% PGD-20 at 30% against "
     "15.2 ± 3.0 for CCS (the best other selector) and 11.3 ± 1.1 for random, at 5–9 points "
     "lower clean accuracy, and above every other selector's robust-vs-clean curve; at ε = 0.02 "
     "it ties CCS, Moderate and random at 30–50% and beats the hardness-first selectors; at 10% "
-    "it collapses (class skew). Under adversarial training (PGD-AT, TRADES; §2) EasyCore does "
-    "not beat random or CCS, and under PGD-AT it loses to random by 3–10 points.")
+    "it collapses (class skew). Under adversarial training (PGD-AT, TRADES; 10 epochs, §6) "
+    "EasyCore does not beat random, CCS or Moderate: under TRADES it ties them, and under "
+    "PGD-AT it loses to random by 7–11 points.")
 
 #: what the studies found about the distillation half (docs/results.md)
 STUDIES_DISTILL = (

@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..config import TrainConfig
+from ..config import TrainConfig, recipe_of
 from ..coreset import SELECTORS, select, summarize_selection
 from ..errors import SamplewiseError
 from ..formats.subset import read_subset, write_subset
@@ -144,6 +145,13 @@ def run_scoring(cfg: StudyConfig, out_dir, *, device: Optional[str] = None):
                  resume=resume, device=device)
 
 
+def scoring_summary(table, out_dir) -> dict:
+    """What the results record of the scoring run behind the subsets."""
+    return {"dir": str(Path(out_dir) / "scoring"), "fingerprint": table.meta.get("fingerprint"),
+            "model": table.meta.get("model"), "epochs": table.meta.get("epochs"),
+            "mode": table.meta.get("mode"), "p": table.meta.get("p")}
+
+
 def make_subsets(cfg: StudyConfig, table, out_dir) -> dict[tuple, Path]:
     """One subset file per selector × fraction (rewritten only when missing).
 
@@ -171,6 +179,51 @@ def make_subsets(cfg: StudyConfig, table, out_dir) -> dict[tuple, Path]:
                 write_subset(path, idx, summary)
             paths[(name, f)] = path
     return paths
+
+
+def subset_names(cfg: StudyConfig) -> dict[tuple, str]:
+    """``{(selector, fraction): name}`` of every subset of the grid (the file's stem)."""
+    return {(n, f): subset_path("", n, f).stem
+            for n in cfg.grid["selector"] for f in cfg.grid["fraction"]}
+
+
+def subsets_made_by(cfg: StudyConfig) -> dict:
+    """What decides the subsets: the scoring run's recipe and the scoring and selection
+    sections (a ledger's subsets are taken only when these are the config's)."""
+    return json.loads(json.dumps({
+        "scoring_run": recipe_of(scoring_config(cfg)),
+        "scoring": dataclasses.asdict(cfg.sections["scoring"]),
+        "selection": dataclasses.asdict(cfg.sections["selection"])}, default=str))
+
+
+def restore_subsets(cfg: StudyConfig, led, out_dir) -> Optional[dict]:
+    """Write the grid's subset files from the ledger ``led`` (a file already there must hold
+    the same samples); returns the ledger's scoring summary, or None (nothing written) when the
+    ledger lacks any of the grid's subsets."""
+    made_by = subsets_made_by(cfg)
+    found = {key: led.subset(name, made_by) for key, name in subset_names(cfg).items()}
+    if any(v is None for v in found.values()):
+        return None
+    for (name, f), (idx, summary) in found.items():
+        path = subset_path(out_dir, name, f)
+        if path.is_file():
+            if not np.array_equal(read_subset(path).indices, idx):
+                raise SamplewiseError(f"{path} differs from the {name} subset of ledger "
+                                      f"{led.path}; it belongs to another scoring run (use "
+                                      "another --out)")
+        else:
+            write_subset(path, idx, summary)
+    log.info("subsets from ledger %s: no scoring run needed", led.path)
+    return dict(led.selection.get("scoring") or {})
+
+
+def ledger_subsets(cfg: StudyConfig, out_dir) -> dict:
+    """``{name: (indices, summary)}`` of the grid's subset files, for the ledger."""
+    out = {}
+    for (name, f), stem in subset_names(cfg).items():
+        sub = read_subset(subset_path(out_dir, name, f))
+        out[stem] = (sub.indices, sub.summary or {})
+    return out
 
 
 def coreset_cells(cfg: StudyConfig, out_dir) -> list[Cell]:
@@ -209,7 +262,10 @@ def run_coreset_study(config, out_dir, cells=None, *, device: Optional[str] = No
             finished so far (the progress of a study whose shares are still running).
         ledger: a ledger file (:mod:`samplewise.studies.ledger`): the cells it holds count as
             finished (checked against this study's recipe and subsets), and the cells finished
-            here are added to it. The scoring run and the subsets are always made here.
+            here are added to it, with the subsets. A ledger that holds every subset of the
+            grid, made with this config's scoring and selection settings, supplies them: no
+            scoring run, so another machine whose float rounding differs trains on the same
+            samples.
 
     Returns:
         A dict with ``cells_total``, ``cells_finished``, ``missing``, ``ran`` (id -> status
@@ -225,25 +281,24 @@ def run_coreset_study(config, out_dir, cells=None, *, device: Optional[str] = No
     cfg = load_coreset_config(config)
     share = grid.parse_share(cells)
     out = grid.study_dir(out_dir, existing=report_only)
-    if report_only:
-        scores = out / "scoring" / "scores.npz"
-        if not scores.is_file():
-            raise SamplewiseError(f"{out} has no finished scoring run yet ({scores} is missing): "
-                                  "nothing to report")
-        from ..formats.scores import ScoreTable
-        table = ScoreTable.load(scores)
-    else:
-        with grid.file_lock(out / "locks" / "scoring.lock", wait=True):
+    led = read_ledger(ledger, cfg.study, cfg.eval) if ledger is not None else None
+    scores = out / "scoring" / "scores.npz"
+    with grid.file_lock(out / "locks" / "scoring.lock", wait=True):
+        scoring = restore_subsets(cfg, led, out) if led is not None else None
+        if scoring is None and report_only:
+            if not scores.is_file():
+                raise SamplewiseError(f"{out} has no finished scoring run yet ({scores} is "
+                                      "missing): nothing to report")
+            from ..formats.scores import ScoreTable
+            scoring = scoring_summary(ScoreTable.load(scores), out)
+        elif scoring is None:
             table = run_scoring(cfg, out, device=device)
             make_subsets(cfg, table, out)
+            scoring = scoring_summary(table, out)
     all_cells = coreset_cells(cfg, out)
-    led = read_ledger(ledger, cfg.study, cfg.eval) if ledger is not None else None
     imported = led.rows_for(all_cells) if led is not None else {}
     ran = {} if report_only else grid.run_cells(all_cells, out, cfg.eval, share=share,
                                                 device=device, done=imported)
-    scoring = {"dir": str(out / "scoring"), "fingerprint": table.meta.get("fingerprint"),
-               "model": table.meta.get("model"), "epochs": table.meta.get("epochs"),
-               "mode": table.meta.get("mode"), "p": table.meta.get("p")}
     with grid.file_lock(out / "locks" / "results.lock", wait=True):  # the last writer sees all
         record = tables.write_results(cfg, all_cells, out, title=TITLE,
                                       extra={"scoring": scoring, "budget": cfg.base.budget},
@@ -252,7 +307,8 @@ def run_coreset_study(config, out_dir, cells=None, *, device: Optional[str] = No
         if led is not None:
             record_ledger(ledger, cfg.study, cfg.eval, finished_entries(
                 all_cells, out, cfg.eval, record["rows"], skip=imported),
-                lock=out / "locks" / "ledger.lock")
+                lock=out / "locks" / "ledger.lock", subsets=ledger_subsets(cfg, out),
+                selection={"made_by": subsets_made_by(cfg), "scoring": scoring})
         plots = coreset_plots(record["summary"], out, cfg.eval) if record["rows"] else []
         results = [out / name for name in tables.RESULTS]
         written = compare.write_comparison(record["summary"], out, cfg.eval, compare.CORESET,
