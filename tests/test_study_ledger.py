@@ -92,13 +92,15 @@ def test_a_new_machine_runs_only_what_the_ledger_lacks(first, tmp_path):
 
 
 def test_report_only_from_the_ledger_alone(first, tmp_path):
+    """``--report`` into a directory that does not exist yet: the tables from the ledger."""
     out, ledger, _ = first
-    run_coreset_study(coreset_raw(), tmp_path / "c", ledger=ledger)   # scoring and subsets only
-    assert trained_cells(tmp_path / "c") == []
     before = (out / "results.csv").read_text()
-    assert (tmp_path / "c" / "results.csv").read_text() == before
     res = run_coreset_study(coreset_raw(), tmp_path / "c", ledger=ledger, report_only=True)
     assert res["cells_finished"] == 6 and (tmp_path / "c" / "results.csv").read_text() == before
+    assert trained_cells(tmp_path / "c") == [] and not (tmp_path / "c" / "scoring").exists()
+    run_coreset_study(coreset_raw(), tmp_path / "c", ledger=ledger)   # a full run: nothing to do
+    assert trained_cells(tmp_path / "c") == []
+    assert (tmp_path / "c" / "results.csv").read_text() == before
 
 
 @pytest.mark.parametrize("changes, message", [

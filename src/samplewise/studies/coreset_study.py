@@ -280,7 +280,7 @@ def run_coreset_study(config, out_dir, cells=None, *, device: Optional[str] = No
 
     cfg = load_coreset_config(config)
     share = grid.parse_share(cells)
-    out = grid.study_dir(out_dir, existing=report_only)
+    out = grid.study_dir(out_dir, existing=report_only and ledger is None)
     led = read_ledger(ledger, cfg.study, cfg.eval) if ledger is not None else None
     scores = out / "scoring" / "scores.npz"
     with grid.file_lock(out / "locks" / "scoring.lock", wait=True):

@@ -75,7 +75,7 @@ def run_distill_study(config, out_dir, cells=None, *, device: Optional[str] = No
     """
     cfg = load_distill_config(config)
     share = grid.parse_share(cells)
-    out = grid.study_dir(out_dir, existing=report_only)
+    out = grid.study_dir(out_dir, existing=report_only and ledger is None)
     all_cells = distill_cells(cfg, out)
     led = read_ledger(ledger, cfg.study, cfg.eval) if ledger is not None else None
     imported = led.rows_for(all_cells) if led is not None else {}
