@@ -59,7 +59,7 @@ def test_report_has_both_tables_and_every_method(demo):
     for png in PLOTS.values():
         assert f"]({png})" in text
     assert "What this shows and what it does not" in text and "one seed" in text
-    assert "docs/results.md §0, §5, §2" in text and "docs/results.md §0, §4" in text
+    assert "docs/results.md §0, §5, §6" in text and "docs/results.md §0, §4" in text
     assert "--quick" in text and res["tables"]["coreset"] in text
     assert res["tables"]["distillation"] in text
 
@@ -228,7 +228,7 @@ def test_reading_follows_the_numbers(demo):
     assert "EasyCore was 15.0 points below random (80.0% vs 95.0%)" in text
     m["el2n"]["ladder"][1]["robust_acc"] = 0.46
     assert "order was random 50.0% > easycore 46.0% = el2n 46.0%" in reading(r)["coreset"]
-    assert "docs/results.md §0, §5, §2" in text and "That is why this demo trains" in text
+    assert "docs/results.md §0, §5, §6" in text and "That is why this demo trains" in text
     # an adversarial objective (a --settings override) is first checked against the scoring run
     r["coreset"]["objective"] = "pgd-at"
     r["coreset"]["reference_standard"].update(clean_acc=0.97, robust_acc=0.008)
