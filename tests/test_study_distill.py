@@ -13,9 +13,7 @@ import pytest
 import torch
 import yaml
 
-from samplewise.config import TrainConfig
 from samplewise.errors import SamplewiseError
-from samplewise.runs import run_training
 from samplewise.studies import distill, grid
 from samplewise.studies.distill.cells import distill_cells
 from samplewise.studies.distill.teachers import ensure_teacher
@@ -24,16 +22,6 @@ from samplewise.studies.coreset_study import load_coreset_config
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "configs" / "study-distill-digits.yaml"
 LOADERS = {"coreset": load_coreset_config, "distill": distill.load_distill_config}
-
-
-@pytest.fixture(scope="module")
-def given_teacher(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("teacher") / "run"
-    run_training(TrainConfig(dataset="digits", model="mlp", epochs=1, batch_size=64, lr=0.05,
-                             schedule="constant", objective="pgd-at", attack_steps=1,
-                             eval_n=30, eval_steps=1, monitor_steps=0, progress=False,
-                             threads=1), path)
-    return path / "model.pt"
 
 
 def raw(teacher: Path, **changes) -> dict:

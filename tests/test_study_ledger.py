@@ -11,9 +11,7 @@ import pytest
 import yaml
 
 from samplewise.cli import main
-from samplewise.config import TrainConfig
 from samplewise.errors import SamplewiseError
-from samplewise.runs import run_training
 from samplewise.studies import distill, grid
 from samplewise.studies.coreset_study import run_coreset_study
 from samplewise.formats.subset import read_subset
@@ -173,16 +171,6 @@ def test_read_ledger_of_a_missing_file_is_empty(tmp_path):
 
 
 # ----------------------------------------------------------------------------- distillation
-@pytest.fixture(scope="module")
-def given_teacher(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("teacher") / "run"
-    run_training(TrainConfig(dataset="digits", model="mlp", epochs=1, batch_size=64, lr=0.05,
-                             schedule="constant", objective="pgd-at", attack_steps=1,
-                             eval_n=30, eval_steps=1, monitor_steps=0, progress=False,
-                             threads=1), path)
-    return path / "model.pt"
-
-
 def distill_raw(teacher: Path) -> dict:
     cfg = yaml.safe_load(DISTILL_DIGITS.read_text())
     cfg["teachers"][1]["path"] = str(teacher)
