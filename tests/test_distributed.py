@@ -70,3 +70,20 @@ def test_gather_by_index_single_process():
     assert table[:, 0].tolist() == [2.0, 0.0, 3.0, 0.0, 1.0]
     assert seen.tolist() == [True, False, True, False, True]
     assert distributed.shard(10) == slice(0, 10)
+
+
+def test_a_command_leaves_the_process_group_it_joined(tmp_path):
+    """A gloo group still alive at exit can abort a finished rank (SIGABRT after its output was
+    written); every command leaves the group before the interpreter exits, also on an error."""
+    import socket
+
+    import torch.distributed as dist
+
+    from samplewise.cli import main
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    assert dist.is_initialized()
+    assert main(["eval", "--run", str(tmp_path / "absent")]) == 2
+    assert not dist.is_initialized()

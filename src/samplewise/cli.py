@@ -70,6 +70,18 @@ def main(argv: list[str] | None = None) -> int:
         import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 141  # 128 + SIGPIPE, as a shell reports it
+    finally:
+        leave_process_group()
+
+
+def leave_process_group() -> None:
+    """Leave a ``torchrun`` process group, if this command joined one. A gloo group still alive
+    at interpreter exit can abort the process ("terminate called without an active exception")
+    after its work is done; destroying it first makes the exit clean. Looked up in
+    ``sys.modules`` so that a command that never touched torch does not import it here."""
+    dist = sys.modules.get("samplewise.distributed")
+    if dist is not None:
+        dist.cleanup()
 
 
 def resume_command(argv: list[str] | None, args: argparse.Namespace) -> str:
