@@ -211,3 +211,64 @@ def test_a_teacher_whose_cells_are_all_in_the_ledger_is_not_trained(tmp_path, gi
     assert not (tmp_path / "b" / "teachers" / trained).exists()
     assert res["teachers"][trained] is not None                 # the ledger's evaluation
     assert res["cells_finished"] == res["cells_total"]
+
+
+def test_a_trained_teacher_is_restored_from_the_ledger(tmp_path, given_teacher, caplog):
+    """The ledger carries a trained teacher's run beside it: a new machine whose cells need that
+    teacher restores it, byte for byte, instead of training it again."""
+    from samplewise.studies.ledger import teacher_files_dir
+    ledger = tmp_path / "ledger.json"
+    distill.run_distill_study(distill_raw(given_teacher), tmp_path / "a", ledger=ledger)
+    raw = json.loads(ledger.read_text())
+    name = next(t["name"] for t in distill_raw(given_teacher)["teachers"] if "train" in t)
+    carried = teacher_files_dir(ledger, name)
+    assert sorted(raw["teachers"][name]["files"]) == ["config.yaml", "model.pt", "result.json"]
+    assert (carried / "model.pt").read_bytes() == \
+        (tmp_path / "a" / "teachers" / name / "model.pt").read_bytes()
+    assert "files" not in raw["teachers"]["given"]            # a given teacher stays where it is
+    mine = [k for k, v in raw["cells"].items() if v["row"]["teacher"] == name]
+    for k in mine:
+        del raw["cells"][k]
+    ledger.write_text(json.dumps(raw))
+    caplog.set_level("INFO")
+    res = distill.run_distill_study(distill_raw(given_teacher), tmp_path / "b", ledger=ledger)
+    assert sorted(k for k, v in res["ran"].items() if v == "trained") == sorted(mine)
+    teacher = tmp_path / "b" / "teachers" / name
+    assert (teacher / "model.pt").read_bytes() == (carried / "model.pt").read_bytes()
+    assert (tmp_path / "a" / "teachers" / name / "metrics.jsonl").is_file()
+    assert not (teacher / "metrics.jsonl").exists()            # restored, not trained
+    assert f"teacher {name}: restored from the ledger" in caplog.text
+    assert res["teachers"][name]["pgd_acc"] == raw["teachers"][name]["eval"]["pgd_acc"]
+    assert res["cells_finished"] == res["cells_total"]
+
+
+def test_a_changed_teacher_file_in_the_ledger_is_refused(tmp_path, given_teacher):
+    from samplewise.studies.ledger import teacher_files_dir
+    ledger = tmp_path / "ledger.json"
+    distill.run_distill_study(distill_raw(given_teacher), tmp_path / "a", ledger=ledger)
+    raw = json.loads(ledger.read_text())
+    name = next(iter(k for k, v in raw["teachers"].items() if "files" in v))
+    raw["cells"] = {k: v for k, v in raw["cells"].items() if v["row"]["teacher"] != name}
+    ledger.write_text(json.dumps(raw))
+    model = teacher_files_dir(ledger, name) / "model.pt"
+    model.write_bytes(model.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(SamplewiseError, match="does not match its SHA-256"):
+        distill.run_distill_study(distill_raw(given_teacher), tmp_path / "b", ledger=ledger)
+    model.unlink()
+    with pytest.raises(SamplewiseError, match="is missing; commit the ledger's .teachers folder"):
+        distill.run_distill_study(distill_raw(given_teacher), tmp_path / "c", ledger=ledger)
+
+
+def test_teachers_only_trains_the_teachers_and_no_student(tmp_path, given_teacher, capsys):
+    cfg = tmp_path / "study.yaml"
+    cfg.write_text(yaml.safe_dump(distill_raw(given_teacher)))
+    ledger = tmp_path / "ledger.json"
+    assert main(["-q", "study", "distill", "--config", str(cfg), "--out", str(tmp_path / "a"),
+                 "--ledger", str(ledger), "--teachers"]) == 0
+    raw = json.loads(ledger.read_text())
+    assert sorted(raw["teachers"]) == ["given", "mlp-trades"] and raw["cells"] == {}
+    assert trained_cells(tmp_path / "a") == []
+    assert (tmp_path / "a" / "teachers" / "mlp-trades" / "model.pt").is_file()
+    assert main(["-q", "study", "distill", "--config", str(cfg), "--out", str(tmp_path / "a"),
+                 "--teachers", "--cells", "1/2"]) == 2
+    assert "--teachers trains the study's teachers: drop --cells" in capsys.readouterr().err

@@ -23,8 +23,14 @@ The file is written atomically and merged under a lock, so workers sharing a stu
 write it. Format ``samplewise.ledger/1``::
 
     {"format": ..., "study": "coreset", "eval": {...},
-     "teachers": {name: {"recipe": {...}, "eval": {...}}},
+     "teachers": {name: {"recipe": {...}, "eval": {...}, "files": {file name: sha256}}},
      "cells": {cell id: {"recipe": {...}, "row": {...}}}}
+
+A teacher the study trained also leaves its run (:data:`TEACHER_FILES`: weights, config and
+result) beside the ledger, in ``<ledger stem>.teachers/<name>/``, with each file's SHA-256 in
+``files``: a later machine restores the teacher from there instead of training it again (hours,
+for a strong teacher), and every student of the study learns from the same weights, whatever
+CPU trained them. Commit that folder with the ledger.
 
 Example:
     >>> led = read_ledger("docs/data/study-coreset-fmnist-at-long-ledger.json", "coreset", ev)
@@ -35,6 +41,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import json
 import zlib
 from dataclasses import dataclass, field
@@ -50,6 +57,8 @@ from ..formats.subset import checksum, read_subset
 from .grid import Cell, EvalSpec, cell_dir, file_lock, needs_work
 
 FORMAT = "samplewise.ledger/1"
+#: the files of a trained teacher's run that the ledger carries (enough for a finished run)
+TEACHER_FILES = ("model.pt", "config.yaml", "result.json")
 #: recipe keys that name a location rather than what is trained: compared by other means
 LOCATION_KEYS = ("teacher",)
 
@@ -156,6 +165,46 @@ class Ledger:
         return dict(entry["eval"])
 
 
+    def teacher_run(self, name: str) -> Optional[dict[str, bytes]]:
+        """The recorded run of trained teacher ``name`` as ``{file name: content}`` (None when
+        the ledger carries no files for it), each file checked against its recorded SHA-256.
+        Check the teacher's recipe first (:meth:`teacher_eval`)."""
+        files = (self.teachers.get(name) or {}).get("files")
+        if not files:
+            return None
+        folder = teacher_files_dir(self.path, name)
+        out = {}
+        for fname, digest in files.items():
+            try:
+                data = (folder / fname).read_bytes()
+            except OSError:
+                raise _damaged(self.path, f"teacher {name}'s {folder / fname} is missing; "
+                               "commit the ledger's .teachers folder with it") from None
+            if hashlib.sha256(data).hexdigest() != digest:
+                raise _damaged(self.path, f"teacher {name}'s {folder / fname} does not match "
+                               "its SHA-256")
+            out[fname] = data
+        return out
+
+
+def teacher_files_dir(ledger_path, name: str) -> Path:
+    """Where the ledger at ``ledger_path`` keeps trained teacher ``name``'s run."""
+    path = Path(ledger_path)
+    return path.parent / f"{path.stem}.teachers" / name
+
+
+def _carry_teacher_run(ledger_path: Path, name: str, run_dir, recorded: Optional[dict]) -> dict:
+    """Copy teacher ``name``'s run files from ``run_dir`` beside the ledger (unless the same
+    files are there already); returns their ``{file name: sha256}``."""
+    run_dir, folder = Path(run_dir), teacher_files_dir(ledger_path, name)
+    contents = {f: (run_dir / f).read_bytes() for f in TEACHER_FILES}
+    files = {f: hashlib.sha256(data).hexdigest() for f, data in contents.items()}
+    if (recorded or {}).get("files") != files or not all((folder / f).is_file() for f in files):
+        for fname, data in contents.items():
+            io.write_bytes(folder / fname, data)
+    return files
+
+
 def encode_indices(indices) -> str:
     """Sorted dataset indices as text: their first value and gaps, as little-endian uint32,
     zlib-compressed, base64 (a 5,000-sample subset of 60,000 takes about 7 kB)."""
@@ -191,6 +240,10 @@ def _parse(path: Path, raw) -> dict:
                 isinstance(e, dict) and all(isinstance(e.get(k), dict) for k in want)
                 for e in entries.values()):
             raise _damaged(path, f"'{name}' entries must each hold {' and '.join(want)}")
+    if not all(isinstance(e.get("files", {}), dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in e.get("files", {}).items())
+            for e in raw["teachers"].values()):
+        raise _damaged(path, "a teacher's 'files' must map file names to SHA-256 digests")
     return raw
 
 
@@ -231,7 +284,8 @@ def record(path, study: str, ev: EvalSpec, cells: Mapping[str, dict],
            subsets: Optional[Mapping[str, tuple]] = None,
            selection: Optional[dict] = None) -> Ledger:
     """Add ``cells`` (``{id: {"recipe", "row"}}``) and ``teachers`` (``{name: {"recipe",
-    "eval"}}``) and a coreset study's ``subsets`` (``{name: (indices, summary)}``, made as
+    "eval"}}``, with ``"run_dir"`` for a teacher trained here: its run is carried beside the
+    ledger) and a coreset study's ``subsets`` (``{name: (indices, summary)}``, made as
     ``selection`` says) to the ledger at ``path`` (created if absent), atomically, holding the file
     ``lock`` (in the study directory, so that no lock file lands beside a committed ledger); an
     entry already there is replaced. Returns the merged ledger."""
@@ -240,8 +294,12 @@ def record(path, study: str, ev: EvalSpec, cells: Mapping[str, dict],
     with file_lock(lock, wait=True):
         led = read_ledger(path, study, ev)
         led.cells.update({k: {"recipe": v["recipe"], "row": v["row"]} for k, v in cells.items()})
-        led.teachers.update({k: {"recipe": v["recipe"], "eval": v["eval"]}
-                             for k, v in (teachers or {}).items()})
+        for name, v in (teachers or {}).items():
+            entry = {"recipe": v["recipe"], "eval": v["eval"]}
+            if v.get("run_dir") is not None:
+                entry["files"] = _carry_teacher_run(path, name, v["run_dir"],
+                                                    led.teachers.get(name))
+            led.teachers[name] = entry
         if subsets:
             led.subsets.update({k: {"indices": encode_indices(idx), "summary": summary}
                                 for k, (idx, summary) in subsets.items()})

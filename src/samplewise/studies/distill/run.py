@@ -21,14 +21,15 @@ SAAD = compare.Pairing("method", "saad", ("teacher",), baseline=("teacher", NONE
 
 
 def run_by_teacher(cfg, out, todo, recorded: dict, *, whole: bool,
-                   device: Optional[str] = None) -> dict:
+                   device: Optional[str] = None, led=None) -> dict:
     """Run the cells ``todo`` one teacher at a time (the student alone first), training each
     teacher just before its cells, so that a worker never waits for a teacher it does not yet
     need; returns id -> status.
 
     A teacher that another worker is training is put off until this worker has run the cells of
     every other teacher it could. A teacher with no cell left to run is trained only when
-    ``whole`` (the whole study, not a share) and no ledger records its evaluation.
+    ``whole`` (the whole study, not a share) and no ledger records its evaluation. A teacher
+    whose run the ledger ``led`` carries is restored from it rather than trained.
     """
     ran: dict = {}
     groups = {t: [c for c in todo if c.params["teacher"] == t]
@@ -39,19 +40,20 @@ def run_by_teacher(cfg, out, todo, recorded: dict, *, whole: bool,
     wanted = [t for t, cells in groups.items() if cells or (whole and recorded[t] is None)]
     busy = []
     for name in wanted:
-        if ensure_teacher(cfg, out, name, device=device, wait=False) is None:
+        if ensure_teacher(cfg, out, name, device=device, wait=False, led=led) is None:
             busy.append(name)  # another worker is training it: its cells come last
         elif groups[name]:
             ran.update(grid.run_cells(groups[name], out, cfg.eval, device=device))
     for name in busy:
-        ensure_teacher(cfg, out, name, device=device)
+        ensure_teacher(cfg, out, name, device=device, led=led)
         if groups[name]:
             ran.update(grid.run_cells(groups[name], out, cfg.eval, device=device))
     return ran
 
 
 def run_distill_study(config, out_dir, cells=None, *, device: Optional[str] = None,
-                      report_only: bool = False, ledger=None) -> dict:
+                      report_only: bool = False, ledger=None, teachers_only: bool = False
+                      ) -> dict:
     """Run (or continue) a distillation study and write its results and plots.
 
     Args:
@@ -67,7 +69,10 @@ def run_distill_study(config, out_dir, cells=None, *, device: Optional[str] = No
         ledger: a ledger file (:mod:`samplewise.studies.ledger`): the cells it holds count as
             finished and its teachers' evaluations stand in for teachers not trained here (each
             checked against this config); a teacher is trained only for cells still to run.
-            The cells and teachers finished here are added to it.
+            The cells and teachers finished here are added to it, with the run of every
+            teacher trained here, so that a later machine restores it instead of training it.
+        teachers_only: train (or restore) and evaluate the teachers the ledger does not record
+            yet, and run no cell: the first phase of a study split over jobs or machines.
 
     Returns:
         ``cells_total``, ``cells_finished``, ``missing``, ``ran`` (id -> status), ``failed``,
@@ -80,16 +85,18 @@ def run_distill_study(config, out_dir, cells=None, *, device: Optional[str] = No
     led = read_ledger(ledger, cfg.study, cfg.eval) if ledger is not None else None
     imported = led.rows_for(all_cells) if led is not None else {}
     recorded = {name: ledger_teacher_eval(cfg, led, name) for name in cfg.grid["teacher"]}
-    todo = [c for c in grid.share_of(all_cells, share) if c.id not in imported]
+    todo = [] if teachers_only else \
+        [c for c in grid.share_of(all_cells, share) if c.id not in imported]
     for cell in todo:  # a changed config is one clear error before anything runs
         grid.check_same_settings(cell, grid.cell_dir(out, cell))
     if report_only:
         ran: dict = {}
         teacher_evals = {name: cached_teacher_eval(cfg, out, name) for name in cfg.grid["teacher"]}
     else:
-        ran = run_by_teacher(cfg, out, todo, recorded, whole=not share, device=device)
+        ran = run_by_teacher(cfg, out, todo, recorded, whole=teachers_only or not share,
+                             device=device, led=led)
         ran.update({c.id: grid.LEDGER_STATUS for c in grid.share_of(all_cells, share)
-                    if c.id in imported})
+                    if c.id in imported and not teachers_only})
         transfer_cells(cfg, todo, out, device=device)
         teacher_evals = {name: teacher_eval(cfg, out, name, device=device)
                          for name in cfg.grid["teacher"]}

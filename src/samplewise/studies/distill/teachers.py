@@ -44,9 +44,10 @@ def teacher_train_config(cfg: StudyConfig, name: str) -> TrainConfig:
 
 
 def ensure_teacher(cfg: StudyConfig, out_dir, name: str, *, device: Optional[str] = None,
-                   wait: bool = True) -> Optional[str]:
+                   wait: bool = True, led=None) -> Optional[str]:
     """Train (or resume) a ``train:`` teacher unless finished (one process at a time), then
-    make sure its evaluation is cached; returns the teacher's path.
+    make sure its evaluation is cached; returns the teacher's path. A teacher whose run the
+    ledger ``led`` carries is restored from it instead of trained (:func:`restore_teacher`).
 
     With ``wait=False`` a teacher that another process is training right now is left to it and
     None is returned at once, so that parallel workers each train a different teacher first.
@@ -60,6 +61,8 @@ def ensure_teacher(cfg: StudyConfig, out_dir, name: str, *, device: Optional[str
         with grid.file_lock(Path(out_dir) / "locks" / f"teacher-{name}.lock", wait=wait) as mine:
             if not mine:
                 return None
+            if not grid.is_finished(path) and led is not None:
+                restore_teacher(cfg, out_dir, name, led)
             if not grid.is_finished(path):
                 tcfg = teacher_train_config(cfg, name)
                 if tcfg.threads:
@@ -181,15 +184,39 @@ def merge_teacher_evals(here: dict, recorded: dict) -> dict:
     return out
 
 
+def restore_teacher(cfg: StudyConfig, out_dir, name: str, led) -> bool:
+    """Make teacher ``name``'s run directory from the run the ledger ``led`` carries (checked
+    against the teacher's recipe and the files' digests), with its recorded evaluation cached
+    when that was made with the study's evaluation settings; False when the ledger carries no
+    run for it. The result file is written last, so a stopped restore is not a finished run."""
+    led.teacher_eval(name, train_cfg=teacher_train_config(cfg, name))  # refuses another recipe
+    files = led.teacher_run(name)
+    if files is None:
+        return False
+    path = teacher_dir(out_dir, name)
+    for fname in sorted(files, key=lambda f: f == "result.json"):
+        io.write_bytes(path / fname, files[fname])
+    recorded = ledger_teacher_eval(cfg, led, name)
+    if recorded is not None:
+        _, rcfg = attack_settings(cfg)
+        io.write_json(path / TEACHER_EVAL, {**recorded, "settings": _eval_key(
+            cfg, rcfg, teacher_path(cfg, out_dir, name))})
+    log.info("teacher %s: restored from the ledger %s (not trained again)", name, led.path)
+    return True
+
+
 def teacher_entries(cfg: StudyConfig, out_dir, teacher_evals: dict) -> dict:
-    """Ledger entries (``{name: {"recipe", "eval"}}``) of the teachers trained (or given) and
+    """Ledger entries (``{name: {"recipe", "eval"}}``, plus ``"run_dir"`` for a teacher the
+    study trained, so that the ledger carries its run) of the teachers trained (or given) and
     evaluated here."""
     out = {}
     for name, te in teacher_evals.items():
         spec = teacher_spec(cfg, name)
         if te is None or not teacher_ready(cfg, out_dir, name):
             continue
-        recipe = run_recipe(teacher_dir(out_dir, name)) if spec.train is not None \
-            else {"path": spec.path}
-        out[name] = {"recipe": recipe, "eval": _portable(te)}
+        if spec.train is not None:
+            out[name] = {"recipe": run_recipe(teacher_dir(out_dir, name)), "eval": _portable(te),
+                         "run_dir": teacher_dir(out_dir, name)}
+        else:
+            out[name] = {"recipe": {"path": spec.path}, "eval": _portable(te)}
     return out
