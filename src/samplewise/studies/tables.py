@@ -20,7 +20,7 @@ import io as _io
 import json
 import math
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from .. import io
 from .grid import (AUTOATTACK_FILE, Cell, EvalSpec, StudyConfig, cell_dir, radius_label,
@@ -77,13 +77,19 @@ def cell_row(cell: Cell, path: Path, ev: Optional[EvalSpec] = None) -> Optional[
 
 
 def collect(cells: Sequence[Cell], out_dir, ev: Optional[EvalSpec] = None,
-            imported: Optional[dict] = None) -> tuple[list[dict], list[str]]:
-    """Rows of the finished cells (in id order) and the ids of the missing ones; a cell in
-    ``imported`` (id -> row, from a ledger) takes that row."""
+            imported: Optional[dict] = None, *,
+            row_of: Optional[Callable[[Cell, Path], Optional[dict]]] = None,
+            order: Optional[Callable[[Cell], Any]] = None) -> tuple[list[dict], list[str]]:
+    """Rows of the finished cells (sorted by ``order``, by default the id) and the ids of the
+    missing ones. A cell in ``imported`` (id -> row, from a ledger) takes a copy of that row;
+    any other cell's row is ``row_of(cell, its directory)`` (default :func:`cell_row`), None
+    while it is unfinished."""
     rows, missing = [], []
     imported = imported or {}
-    for cell in sorted(cells, key=lambda c: c.id):
-        row = imported.get(cell.id) or cell_row(cell, cell_dir(out_dir, cell), ev)
+    row_of = row_of or (lambda cell, path: cell_row(cell, path, ev))
+    for cell in sorted(cells, key=order or (lambda c: c.id)):
+        row = dict(imported[cell.id]) if cell.id in imported else \
+            row_of(cell, cell_dir(out_dir, cell))
         (rows.append(row) if row is not None else missing.append(cell.id))
     return rows, missing
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ... import io
-from .. import grid, tables
+from .. import tables
 from ..grid import Cell, EvalSpec, StudyConfig
 from .cells import training_tas
 from .config import DISTILL_COLUMNS, NONE, TITLE, TRANSFER_FILE, TRANSFER_STEPS
@@ -20,21 +20,15 @@ def distill_rows(cfg: StudyConfig, cells: Sequence[Cell], out_dir, teacher_evals
                  imported: Optional[dict] = None) -> tuple[list[dict], list[str]]:
     """Rows of the finished cells (grouped by teacher, then method and seed) and the ids of the
     missing ones; a cell in ``imported`` (id -> row, from a ledger) takes that row."""
-    rows, missing = [], []
     order = {t: i for i, t in enumerate(cfg.grid["teacher"])}  # the config's teacher order
 
     def key(c: Cell):  # grouped by teacher (the student alone first), then method and seed
         return order.get(c.params["teacher"], -1), c.params["method"], c.params["seed"]
 
-    for cell in sorted(cells, key=key):
-        if cell.id in (imported or {}):
-            rows.append(dict(imported[cell.id]))
-            continue
-        path = grid.cell_dir(out_dir, cell)
+    def row_of(cell: Cell, path) -> Optional[dict]:
         row = tables.cell_row(cell, path, cfg.eval)
         if row is None:
-            missing.append(cell.id)
-            continue
+            return None
         te = teacher_evals.get(cell.params["teacher"]) or {}
         tr = json.loads((path / TRANSFER_FILE).read_text()) \
             if (path / TRANSFER_FILE).is_file() else {}
@@ -44,8 +38,9 @@ def distill_rows(cfg: StudyConfig, cells: Sequence[Cell], out_dir, teacher_evals
                     "tas_test": tr.get("tas"),
                     "tas_test_given_fooled": tr.get("tas_given_student_fooled"),
                     "epoch_seconds": row["seconds"] / row["epochs"] if row.get("epochs") else None})
-        rows.append(row)
-    return rows, missing
+        return row
+
+    return tables.collect(cells, out_dir, cfg.eval, imported, row_of=row_of, order=key)
 
 
 def _num(v, pct=True) -> str:
