@@ -265,6 +265,9 @@ def test_teachers_only_trains_the_teachers_and_no_student(tmp_path, given_teache
     ledger = tmp_path / "ledger.json"
     assert main(["-q", "study", "distill", "--config", str(cfg), "--out", str(tmp_path / "a"),
                  "--ledger", str(ledger), "--teachers"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in printed] == ["mlp-trades", "given"]
+    assert all("clean" in line and "PGD" in line for line in printed)
     raw = json.loads(ledger.read_text())
     assert sorted(raw["teachers"]) == ["given", "mlp-trades"] and raw["cells"] == {}
     assert trained_cells(tmp_path / "a") == []

@@ -26,4 +26,20 @@ def run(args: argparse.Namespace) -> int:
     if args.teachers and (args.report or args.cells):
         raise SamplewiseError("--teachers trains the study's teachers: drop "
                               + ("--report" if args.report else "--cells"))
-    return run_study(args, functools.partial(run_distill_study, teachers_only=args.teachers))
+    runner = functools.partial(run_distill_study, teachers_only=args.teachers)
+    if not args.teachers:
+        return run_study(args, runner)
+    res = runner(args.config, args.out, device=args.device, ledger=args.ledger)
+    return print_teachers(res["teachers"])
+
+
+def print_teachers(evals: dict) -> int:
+    """One line per teacher: its clean / PGD / AutoAttack accuracy, or that it is not ready
+    (another worker is still training it)."""
+    def pct(v):
+        return "–" if v is None else f"{100 * v:.1f}"
+    for name, te in evals.items():
+        print(f"{name:<24}" + ("not ready (another worker is training it)" if te is None else
+                               f"clean {pct(te.get('clean_acc'))}  PGD {pct(te.get('pgd_acc'))}"
+                               f"  AutoAttack {pct(te.get('autoattack_acc'))}"))
+    return 0
