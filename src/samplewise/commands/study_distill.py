@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 
 from ..errors import SamplewiseError
 from .study_common import add_study_arguments, run_study
@@ -26,10 +25,10 @@ def run(args: argparse.Namespace) -> int:
     if args.teachers and (args.report or args.cells):
         raise SamplewiseError("--teachers trains the study's teachers: drop "
                               + ("--report" if args.report else "--cells"))
-    runner = functools.partial(run_distill_study, teachers_only=args.teachers)
     if not args.teachers:
-        return run_study(args, runner)
-    res = runner(args.config, args.out, device=args.device, ledger=args.ledger)
+        return run_study(args, run_distill_study)
+    res = run_distill_study(args.config, args.out, device=args.device, ledger=args.ledger,
+                            teachers_only=True)
     return print_teachers(res["teachers"])
 
 

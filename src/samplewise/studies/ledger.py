@@ -164,7 +164,6 @@ class Ledger:
                                f"study now gives {path!r}")
         return dict(entry["eval"])
 
-
     def teacher_run(self, name: str) -> Optional[dict[str, bytes]]:
         """The recorded run of trained teacher ``name`` as ``{file name: content}`` (None when
         the ledger carries no files for it), each file checked against its recorded SHA-256.

@@ -189,14 +189,13 @@ def restore_teacher(cfg: StudyConfig, out_dir, name: str, led) -> bool:
     against the teacher's recipe and the files' digests), with its recorded evaluation cached
     when that was made with the study's evaluation settings; False when the ledger carries no
     run for it. The result file is written last, so a stopped restore is not a finished run."""
-    led.teacher_eval(name, train_cfg=teacher_train_config(cfg, name))  # refuses another recipe
+    recorded = ledger_teacher_eval(cfg, led, name)  # refuses a teacher of another recipe
     files = led.teacher_run(name)
     if files is None:
         return False
     path = teacher_dir(out_dir, name)
     for fname in sorted(files, key=lambda f: f == "result.json"):
         io.write_bytes(path / fname, files[fname])
-    recorded = ledger_teacher_eval(cfg, led, name)
     if recorded is not None:
         _, rcfg = attack_settings(cfg)
         io.write_json(path / TEACHER_EVAL, {**recorded, "settings": _eval_key(
