@@ -20,7 +20,8 @@ from samplewise.formats.subset import checksum, read_subset, write_subset
 from samplewise.hardness.scoring import score
 from samplewise.hardness.trackers import OnlineAIGNTracker
 from samplewise.runinfo import derived_generator
-from samplewise.train import Hook, fit
+from samplewise.hooks import Hook
+from samplewise.train import fit
 
 FAST = dict(batch_size=64, lr=0.05, schedule="constant", augment=False, eval_n=32,
             monitor_steps=0, eval_steps=1, progress=False)

@@ -22,7 +22,7 @@ from samplewise.errors import SamplewiseError
 from samplewise.formats.scores import ScoreTable
 from samplewise.hardness.scoring import score
 from samplewise.models import create_model
-from samplewise.train import Hook
+from samplewise.hooks import Hook
 
 
 class _Snapshots(Hook):

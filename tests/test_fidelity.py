@@ -21,7 +21,8 @@ from samplewise.models import create_model
 from samplewise.objectives import StepContext, build_objective
 from samplewise.passes import count_passes
 from samplewise.studies.coreset_study import load_coreset_config
-from samplewise.train import Hook, fit
+from samplewise.hooks import Hook
+from samplewise.train import fit
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 

@@ -26,7 +26,8 @@ from samplewise.hardness.trackers import (EvalPassTracker, OnlineAIGNTracker,
                                           TrainingDynamicsTracker, norm_kind, per_sample_pass)
 from samplewise.models import create_model
 from samplewise.objectives import build_objective
-from samplewise.train import Hook, fit
+from samplewise.hooks import Hook
+from samplewise.train import fit
 
 FAST = dict(batch_size=64, lr=0.05, schedule="constant", augment=False, eval_n=32,
             monitor_steps=0, eval_steps=1, progress=False)

@@ -26,7 +26,7 @@ from samplewise import io, preemption
 from samplewise.config import TrainConfig
 from samplewise.models import create_model, save_model
 from samplewise.runs import run_training
-from samplewise.train import Hook
+from samplewise.hooks import Hook
 
 from runcheck import TIMING, assert_same_run
 
@@ -41,7 +41,7 @@ from pathlib import Path
 import samplewise.io as sio
 import samplewise.runs as runs
 from samplewise import preemption
-from samplewise.train import Hook
+from samplewise.hooks import Hook
 
 epoch, step, sig = os.environ["STOP_AT"].split(",")
 SIG = getattr(signal, sig)

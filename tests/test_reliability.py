@@ -31,7 +31,7 @@ from samplewise.errors import SamplewiseError
 from samplewise.hardness import ScoreTable
 from samplewise.models import create_model, load_model, save_model
 from samplewise.runs import run_training
-from samplewise.train import Hook
+from samplewise.hooks import Hook
 
 from runcheck import TIMING, assert_same_run
 

@@ -15,7 +15,8 @@ from samplewise.errors import SamplewiseError
 from samplewise.models import create_model
 from samplewise.objectives import OBJECTIVES, build_objective
 from samplewise.runs import run_training
-from samplewise.train import Hook, NonFiniteLoss, fit, lr_lambda
+from samplewise.hooks import Hook
+from samplewise.train import NonFiniteLoss, fit, lr_lambda
 
 
 @pytest.fixture(scope="module")
@@ -195,16 +196,16 @@ def test_channels_last_gives_the_same_training(digits):
 
 
 def test_channels_last_auto_is_on_for_conv_nets_on_the_cpu_only(digits):
-    from samplewise.train import use_channels_last
+    from samplewise.models.layout import run_in_nhwc
     conv, mlp = create_model("cnn-small", digits.card), create_model("mlp", digits.card)
     auto = _cfg()
     assert auto.channels_last is None  # the default is auto
-    assert use_channels_last(auto, conv, "cpu") is True
-    assert use_channels_last(auto, mlp, "cpu") is False          # no convolution: nothing to gain
-    assert use_channels_last(auto, conv, "cuda") is False        # untested on CUDA: opt in only
-    assert use_channels_last(auto, conv, "cpu", ddp=True) is False
-    assert use_channels_last(_cfg(channels_last=False), conv, "cpu") is False
-    assert use_channels_last(_cfg(channels_last=True), mlp, "cuda") is True
+    assert run_in_nhwc(None, conv, "cpu") is True
+    assert run_in_nhwc(None, mlp, "cpu") is False          # no convolution: nothing to gain
+    assert run_in_nhwc(None, conv, "cuda") is False        # untested on CUDA: opt in only
+    assert run_in_nhwc(None, conv, "cpu", ddp=True) is False
+    assert run_in_nhwc(False, conv, "cpu") is False
+    assert run_in_nhwc(True, mlp, "cuda") is True
     # and fit really trains the conv net in NHWC by default
     fit(conv, digits, build_objective("standard", eps=0.2, alpha=0.05, steps=0),
         _cfg(epochs=1, model="cnn-small"))

@@ -29,7 +29,7 @@ _EXPORTS = {
     **dict.fromkeys(("create_model", "load_model", "save_model"), "models"),
     **dict.fromkeys(("autoattack", "cw_inf", "fgsm", "pgd"), "attacks"),
     **dict.fromkeys(("StepContext", "build_objective", "list_objectives"), "objectives"),
-    **dict.fromkeys(("FitResult", "Hook", "fit"), "train"),
+    **dict.fromkeys(("FitResult", "fit"), "train"), "Hook": "hooks",
     "evaluate": "evaluate", "run_training": "runs", "ScoreTable": "formats.scores",
     "AIGNMeter": "hardness", "input_grad_norms": "hardness",
     "score": "hardness.scoring", "scores_from_model": "hardness.scoring",

@@ -29,11 +29,11 @@ from .errors import SamplewiseError
 from .evaluate import evaluate
 from .formats.subset import checksum, read_subset, write_subset
 from .models import create_model, load_teacher, save_model
-from .models.layout import choose_layout
+from .models.layout import choose_layout, run_in_nhwc
 from .objectives import build_objective, resolve_recipe
 from .runinfo import provenance, seed_everything
 from .threat import ThreatModel
-from .train import FitResult, Hook, fit, use_channels_last
+from .train import FitResult, Hook, fit
 from .transfer import TransferHistory
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ def run_training(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: 
                                               "fingerprint": bundle.fingerprint})
         io.write_text(out / "config.yaml", dump_yaml(resolved))
     model.to(device)
-    nhwc = use_channels_last(cfg, model, device, ddp=env.enabled)
+    nhwc = run_in_nhwc(cfg.channels_last, model, device, ddp=env.enabled)
     choose_layout(model, nhwc)  # before DDP
     ddp = _ddp(model, env)
     history = TransferHistory() if teacher is not None else None

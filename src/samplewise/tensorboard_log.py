@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from .errors import SamplewiseError
-from .train import Hook
+from .hooks import Hook
 
 log = logging.getLogger(__name__)
 

@@ -28,35 +28,14 @@ from .checkpoint import CHECKPOINT, METRICS_FILE, restore_checkpoint, write_chec
 from .config import TrainConfig, with_recipe
 from .data import DataBundle, InMemoryLoader, Split
 from .errors import SamplewiseError
+from .hooks import Hook
 from .evaluate import evaluate
-from .models.layout import choose_layout
+from .models.layout import choose_layout, run_in_nhwc
 from .objectives import Objective, StepContext
 from .distributed import all_reduce_sum
 from .runinfo import derived_generator
 
 log = logging.getLogger(__name__)
-
-
-class Hook:
-    """Per-sample callbacks; ``idx`` are dataset indices, never batch positions."""
-
-    #: set True to have the loop make the batch inputs require grad (online input gradients)
-    needs_input_grad = False
-
-    def on_fit_start(self, model: nn.Module, loader: InMemoryLoader, cfg: TrainConfig) -> None: ...
-
-    def on_batch_end(self, model, x, y, idx, out: dict, epoch: int, step: int) -> None: ...
-
-    def on_epoch_end(self, model: nn.Module, epoch: int) -> dict | None:
-        """May return extra metrics for this epoch's metrics line."""
-
-    def on_metrics(self, record: dict) -> None:
-        """Sees the epoch's finished metrics line (as written to ``metrics.jsonl``)."""
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None: ...
 
 
 @dataclass
@@ -111,7 +90,7 @@ def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainCo
         world_size: int = 1, ddp_model: nn.Module | None = None) -> FitResult:
     """Train ``model`` on ``bundle.train`` (or ``subset`` of it) with ``objective``.
 
-    ``fit`` sets the memory layout of ``model`` (:func:`use_channels_last`), which stays in
+    ``fit`` sets the memory layout of ``model`` (:func:`samplewise.models.layout.run_in_nhwc`), which stays in
     that layout after; a teacher keeps the layout its loader chose
     (:mod:`samplewise.models.layout`).
 
@@ -135,7 +114,7 @@ def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainCo
                             world_size=world_size)
     objective.bind(train_split.index)
     model.to(device)
-    nhwc = use_channels_last(cfg, model, device, ddp=ddp_model is not None)
+    nhwc = run_in_nhwc(cfg.channels_last, model, device, ddp=ddp_model is not None)
     step_model = _fast_paths(model, ddp_model, cfg, nhwc)
     opt = make_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, cfg.epochs * len(loader)))
@@ -238,23 +217,6 @@ def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainCo
     if swa is not None:
         swa.finalize(model, loader)
     return FitResult(model=model, metrics=metrics, epochs_run=cfg.epochs, steps_per_epoch=len(loader))
-
-
-def use_channels_last(cfg: TrainConfig, model: nn.Module, device, *, ddp: bool = False) -> bool:
-    """Whether :func:`fit` runs the model in the NHWC (channels_last) memory layout.
-
-    ``cfg.channels_last`` True or False decides. None ("auto", the default) turns it on for a
-    model with 2-D convolutions on the CPU, where oneDNN's NHWC convolutions ran a ``pgd-at``
-    epoch of cnn-small 1.45-1.9x faster than NCHW on this project's machine (``samplewise bench
-    --items fastpaths``); the maths is the same, only the float rounding order may differ. Auto
-    stays off on CUDA (untested here: ask for it with ``channels_last: true``) and under DDP,
-    whose gradient buckets are laid out before :func:`fit` sees the model.
-    """
-    if cfg.channels_last is not None:
-        return bool(cfg.channels_last)
-    if ddp or torch.device(device).type != "cpu":
-        return False
-    return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
 def _fast_paths(model: nn.Module, ddp_model: nn.Module | None, cfg: TrainConfig,

@@ -24,7 +24,7 @@ from .data import Split
 from .evaluate import eval_slice, predict
 from .runinfo import derived_generator
 from .threat import ThreatModel
-from .train import Hook
+from .hooks import Hook
 
 
 def transfer_rate(teacher: nn.Module, student: nn.Module, split: Split, *, eps: float,

@@ -23,7 +23,9 @@ from ..errors import SamplewiseError
 from ..models import create_model
 from ..objectives import build_objective
 from ..runinfo import __version__
-from ..train import Hook, fit, use_channels_last
+from ..hooks import Hook
+from ..models.layout import run_in_nhwc
+from ..train import fit
 
 
 log = logging.getLogger(__name__)
@@ -252,8 +254,8 @@ class BenchContext:
 
     def fit_layout(self, bundle: DataBundle, model: nn.Module) -> torch.memory_format:
         """The memory layout :func:`fit` gives ``model`` here (NHWC for conv nets on the CPU)."""
-        return torch.channels_last if use_channels_last(self.cfg(bundle, "standard"), model,
-                                                        self.device) else torch.contiguous_format
+        return torch.channels_last if run_in_nhwc(self.cfg(bundle, "standard").channels_last,
+                                                  model, self.device) else torch.contiguous_format
 
     def augmented_batch(self, bundle: DataBundle) -> tuple[torch.Tensor, torch.Tensor]:
         """The first crop/flip batch of :class:`InMemoryLoader`, as :func:`fit` would draw it."""

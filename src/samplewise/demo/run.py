@@ -20,7 +20,7 @@ from .. import io, runlock
 from ..checkpoint import CHECKPOINT, METRICS_FILE
 from ..config import TrainConfig, validate_train
 from ..errors import SamplewiseError
-from ..train import Hook
+from ..hooks import Hook
 from .report import assemble, write_outputs
 from .settings import (ATLAS_DIR, DEMO_METHODS, DEMO_SELECTORS, FORMAT, LADDER_FILE,
                        RESULTS_FILE, SETTINGS_FILE, STAGE_FILE, DemoSettings, Stage, demo_settings,

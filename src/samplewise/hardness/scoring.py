@@ -34,7 +34,7 @@ from ..models import load_model
 from ..objectives import resolve_recipe
 from ..runinfo import __version__
 from ..runs import holds_out_dir, load_bundle, prepare_out_dir, run_training
-from ..train import Hook
+from ..hooks import Hook
 from ..formats.scores import FORMAT, SCORE_NAMES, ScoreTable
 from .trackers import (EvalPassTracker, OnlineAIGNTracker, PNorm, TrainingDynamicsTracker,
                        norm_kind, per_sample_pass)

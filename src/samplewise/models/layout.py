@@ -3,8 +3,8 @@
 oneDNN's NHWC (channels_last) convolutions ran PGD-10 on cnn-small 1.58x faster than NCHW on
 this project's machine (docs/performance.md), with the same maths. So a samplewise conv net on
 the CPU is put in NHWC where it is made or loaded (:func:`samplewise.models.create_model`,
-:func:`samplewise.models.load_model`, and through it the teacher loader), and :func:`fit` sets
-its student's layout from ``TrainConfig.channels_last`` (:func:`samplewise.train.fit`). The
+:func:`samplewise.models.load_model`, and through it the teacher loader), and :func:`samplewise.train.fit` sets
+its student's layout from ``TrainConfig.channels_last`` (:func:`run_in_nhwc`). The
 attacks, :func:`samplewise.evaluate.evaluate` and the vulnerability analysis run a model in the
 layout it has: they never convert it.
 
@@ -28,7 +28,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-__all__ = ["choose_layout", "is_nhwc", "can_use_nhwc"]
+__all__ = ["choose_layout", "is_nhwc", "can_use_nhwc", "run_in_nhwc"]
 
 
 def _conv_weights(model: nn.Module) -> list[torch.Tensor]:
@@ -72,3 +72,21 @@ def choose_layout(model: nn.Module, nhwc: Optional[bool] = None) -> bool:
     if nhwc != is_nhwc(model):
         model.to(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
     return nhwc
+
+
+def run_in_nhwc(channels_last: Optional[bool], model: nn.Module, device, *, ddp: bool = False) -> bool:
+    """Whether a training run (:func:`samplewise.train.fit`) runs ``model`` in the NHWC
+    (channels_last) memory layout, from its ``TrainConfig.channels_last``.
+
+    ``channels_last`` True or False decides. None ("auto", the default) turns it on for a
+    model with 2-D convolutions on the CPU, where oneDNN's NHWC convolutions ran a ``pgd-at``
+    epoch of cnn-small 1.45-1.9x faster than NCHW on this project's machine (``samplewise bench
+    --items fastpaths``); the maths is the same, only the float rounding order may differ. Auto
+    stays off on CUDA (untested here: ask for it with ``channels_last: true``) and under DDP,
+    whose gradient buckets are laid out before ``fit`` sees the model.
+    """
+    if channels_last is not None:
+        return bool(channels_last)
+    if ddp or torch.device(device).type != "cpu":
+        return False
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())

@@ -1,6 +1,6 @@
 """Per-sample hardness trackers: training hooks indexed by dataset index (methods.md §3).
 
-Three hooks (:class:`samplewise.train.Hook`) record what the scores need while a standard
+Three hooks (:class:`samplewise.hooks.Hook`) record what the scores need while a standard
 training run goes on; each keeps its state in ``state_dict()`` so a killed run resumes exactly:
 
 - :class:`EvalPassTracker` (AIGN mode ``"checkpoint"``, the default): at the end of every

@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 
 from ...errors import SamplewiseError
-from ...train import Hook
+from ...hooks import Hook
 
 
 _UNTRACKED = "a batch holds dataset indices this tracker does not track"
