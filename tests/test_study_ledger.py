@@ -270,6 +270,10 @@ def test_teachers_only_trains_the_teachers_and_no_student(tmp_path, given_teache
     assert all("clean" in line and "PGD" in line for line in printed)
     raw = json.loads(ledger.read_text())
     assert sorted(raw["teachers"]) == ["given", "mlp-trades"] and raw["cells"] == {}
+    for line in printed:  # each line shows its teacher's recorded accuracies, in % to 0.1
+        ev = raw["teachers"][line.split()[0]]["eval"]
+        assert line.split()[2] == f"{100 * ev['clean_acc']:.1f}"
+        assert line.split()[4] == f"{100 * ev['pgd_acc']:.1f}"
     assert trained_cells(tmp_path / "a") == []
     assert (tmp_path / "a" / "teachers" / "mlp-trades" / "model.pt").is_file()
     assert main(["-q", "study", "distill", "--config", str(cfg), "--out", str(tmp_path / "a"),

@@ -37,3 +37,26 @@ def test_plot_writes_one_png(tmp_path):
                                 title="t")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["f.png"]   # no temporary left behind
+
+
+@pytest.mark.parametrize("draw", ["fraction", "clean"])
+def test_the_legend_stands_outside_every_panel(tmp_path, monkeypatch, draw):
+    """One legend for the figure, drawn beside the panels: it can hide no point (a legend inside
+    a panel covered the 10% points of the CIFAR-10 plot)."""
+    from samplewise.studies import plots
+    figures = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig) or path)
+    rows = [{**r, "pgd_acc_mean": r.get("pgd_acc@0.02_mean"), "pgd_acc_std": 0.01}
+            for r in SUMMARY]
+    if draw == "fraction":
+        plots.plot_vs_fraction(rows, "pgd_acc", tmp_path / "f.png", ylabel="y", title="t")
+    else:
+        plots.plot_robust_vs_clean(rows, "pgd_acc", tmp_path / "f.png", ylabel="y", title="t")
+    (fig,) = figures
+    fig.canvas.draw()
+    assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in fig.axes)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert len(labels) == len(set(labels)) and "easycore" in labels
+    box = fig.legends[0].get_window_extent()
+    for ax in fig.axes:
+        assert not box.overlaps(ax.get_window_extent())

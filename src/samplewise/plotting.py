@@ -25,9 +25,9 @@ def new_figure(ncols: int = 1, *, width: float = 4.6, height: float = 3.6, nrows
 
 
 def finish_axes(ax, *, title: str | None = None, xlabel: str | None = None,
-                ylabel: str | None = None) -> None:
+                ylabel: str | None = None, legend: bool = True) -> None:
     """The last touches every panel gets: its title and axis labels (those given), a light
-    grid, and a legend when anything was labelled."""
+    grid, and (``legend``) a legend inside it when anything was labelled."""
     if title is not None:
         ax.set_title(title)
     if xlabel is not None:
@@ -35,8 +35,20 @@ def finish_axes(ax, *, title: str | None = None, xlabel: str | None = None,
     if ylabel is not None:
         ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
+    if legend and ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small")
+
+
+def shared_legend(fig, axes) -> None:
+    """One legend for every panel of ``fig``, outside them at the right, so that it hides no
+    point (beside them, centred, clear of the title); each label once, in the order first drawn."""
+    entries: dict = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    if entries:
+        fig.legend(list(entries.values()), list(entries), loc="outside right center",
+                   fontsize="small")
 
 
 def save_figure(fig, path) -> Path:

@@ -35,10 +35,11 @@ def run(args: argparse.Namespace) -> int:
 def print_teachers(evals: dict) -> int:
     """One line per teacher: its clean / PGD / AutoAttack accuracy, or that it is not ready
     (another worker is still training it)."""
-    def pct(v):
-        return "–" if v is None else f"{100 * v:.1f}"
+    from ..studies.tables import pct
     for name, te in evals.items():
-        print(f"{name:<24}" + ("not ready (another worker is training it)" if te is None else
-                               f"clean {pct(te.get('clean_acc'))}  PGD {pct(te.get('pgd_acc'))}"
-                               f"  AutoAttack {pct(te.get('autoattack_acc'))}"))
+        if te is None:
+            print(f"{name:<24}not ready (another worker is training it)")
+            continue
+        print(f"{name:<24}clean {pct(te.get('clean_acc'), 1)}  PGD {pct(te.get('pgd_acc'), 1)}"
+              f"  AutoAttack {pct(te.get('autoattack_acc'), 1)}")
     return 0

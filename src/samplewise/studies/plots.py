@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..plotting import finish_axes, new_figure, save_figure
+from ..plotting import finish_axes, new_figure, save_figure, shared_legend
 
 FULL = "full"
 
@@ -41,9 +41,13 @@ def plot_vs_fraction(summary: Sequence[dict], metric: str, path, *, ylabel: str,
         full = [s for s in rows if s["selector"] == FULL]
         if full:
             m, sd = 100 * full[0][f"{metric}_mean"], 100 * full[0][f"{metric}_std"]
-            ax.axhline(m, color="black", linestyle="--", linewidth=1.2,
-                       label=f"full data ({m:.1f} ± {sd:.1f})")
-        finish_axes(ax, title=objective, xlabel="fraction of the training set kept", ylabel=ylabel)
+            ax.axhline(m, color="black", linestyle="--", linewidth=1.2, label="full data")
+            ax.annotate(f"{m:.1f} ± {sd:.1f}", (0, m), xycoords=("axes fraction", "data"),
+                        xytext=(3, -2), textcoords="offset points", ha="left", va="top",
+                        fontsize="x-small")  # each panel's own full-data value, on its line
+        finish_axes(ax, title=objective, xlabel="fraction of the training set kept", ylabel=ylabel,
+                    legend=False)
+    shared_legend(fig, axes)
     fig.suptitle(title, fontsize="medium")
     return save_figure(fig, path)
 
@@ -86,12 +90,7 @@ def plot_vs_eps(summary: Sequence[dict], ev, path, *, title: str) -> Path:
             ax.set_xlabel("L∞ radius ε")
             ax.set_ylabel(f"PGD-{ev.pgd_steps} accuracy (%)")
             ax.grid(alpha=0.3)
-    legend: dict = {}  # one legend for every panel, outside them, so that no line is hidden
-    for ax in axes:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            legend.setdefault(label, handle)
-    if legend:
-        fig.legend(list(legend.values()), list(legend), loc="outside right upper", fontsize="small")
+    shared_legend(fig, axes)
     fig.suptitle(title, fontsize="medium")
     return save_figure(fig, path)
 
@@ -145,7 +144,8 @@ def plot_robust_vs_clean(summary: Sequence[dict], metric: str, path, *, ylabel: 
             for x, y, frac in zip(cm, rm, f):
                 ax.annotate(f"{frac:g}", (x, y), textcoords="offset points", xytext=(4, 3),
                             fontsize="x-small", color=colors[name])
-        finish_axes(ax, title=objective, xlabel="clean accuracy (%)", ylabel=ylabel)
+        finish_axes(ax, title=objective, xlabel="clean accuracy (%)", ylabel=ylabel, legend=False)
+    shared_legend(fig, axes)
     fig.suptitle(title, fontsize="medium")
     return save_figure(fig, path)
 

@@ -121,11 +121,16 @@ def summarize(rows: Sequence[dict], group: Sequence[str],
     return out
 
 
+def pct(value, digits: int = 2) -> str:
+    """A fraction in %, with ``digits`` decimals; ``–`` for none."""
+    return "–" if value is None else f"{100 * value:.{digits}f}"
+
+
 def pct_cell(mean, std, n: int) -> str:
     """``mean ± std`` in %, the mean alone for a single value, ``–`` for none."""
     if mean is None:
         return "–"
-    return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if n > 1 else "")
+    return pct(mean) + (f" ± {pct(std)}" if n > 1 else "")
 
 
 def results_markdown(summary: Sequence[dict], group: Sequence[str], *, title: str,

@@ -44,9 +44,9 @@ def distill_rows(cfg: StudyConfig, cells: Sequence[Cell], out_dir, teacher_evals
 
 
 def _num(v, pct=True) -> str:
-    if v is None:
-        return "–"
-    return f"{100 * v:.2f}" if pct else f"{v:.3f}"
+    if pct or v is None:
+        return tables.pct(v)
+    return f"{v:.3f}"
 
 
 def _mean_pm(mean, std, n, pct=True) -> str:
