@@ -60,3 +60,23 @@ def test_the_legend_stands_outside_every_panel(tmp_path, monkeypatch, draw):
     box = fig.legends[0].get_window_extent()
     for ax in fig.axes:
         assert not box.overlaps(ax.get_window_extent())
+
+
+def test_student_vs_teacher_plot_draws_the_diagonal_over_the_teachers(tmp_path, monkeypatch):
+    """A student on the dotted line matches its teacher: the line spans the teachers' range."""
+    from samplewise.studies.distill import plots as dplots
+    from samplewise.studies.grid import EvalSpec
+    figures = []
+    monkeypatch.setattr("samplewise.plotting.save_figure",
+                        lambda fig, path: figures.append(fig) or path)
+
+    def cell(teacher, method, acc, teacher_acc):
+        return {"teacher": teacher, "method": method, "pgd_acc_mean": acc, "pgd_acc_std": 0.01,
+                "pgd_acc_n": 3, "teacher_pgd": teacher_acc, "tas_train_mean": 0.3}
+    summary = [cell("weak", "ard", 0.50, 0.55), cell("strong", "ard", 0.56, 0.66),
+               cell("none", "pgd-at", 0.58, None)]
+    dplots.distill_plots(summary, tmp_path, EvalSpec())
+    ax = figures[0].axes[0]
+    (diag,) = [line for line in ax.get_lines() if line.get_label() == "student = teacher"]
+    assert list(diag.get_xdata()) == list(diag.get_ydata()) == pytest.approx([54.0, 67.0])
+    assert len(figures[0].legends) == 1 and ax.get_legend() is None

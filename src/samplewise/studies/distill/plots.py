@@ -15,13 +15,14 @@ def distill_plots(summary: Sequence[dict], out_dir, ev: EvalSpec) -> list[Path]:
     as dashed lines) and against the TAS (one marker per method, one point per teacher)."""
     import numpy as np
 
-    from ...plotting import finish_axes, new_figure, save_figure
+    from ...plotting import finish_axes, new_figure, save_figure, shared_legend
 
     out = Path(out_dir)
     use_aa = ev.autoattack and any(s.get("autoattack_acc_mean") is not None for s in summary
                                    if s["teacher"] != NONE)
     metric = "autoattack_acc" if use_aa else "pgd_acc"
     label = ev.autoattack_label() if use_aa else f"PGD-{ev.pgd_steps}"
+    short = "AutoAttack" if use_aa else label  # the axes' name; the titles give the attacks
     t_metric = "teacher_aa" if use_aa else "teacher_pgd"
     seeds = max((s.get(f"{metric}_n") or 0 for s in summary), default=0)  # seeds with a value
     note = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed (no error bars)"
@@ -43,11 +44,17 @@ def distill_plots(summary: Sequence[dict], out_dir, ev: EvalSpec) -> list[Path]:
     for s in alone:
         ax.axhline(100 * s[f"{metric}_mean"], color=colors[s["method"]], linestyle="--",
                    linewidth=1.2, label=f"{s['method']} alone (no teacher)")
-    ax.set_xlabel(f"teacher {label} accuracy (%)")
-    ax.set_ylabel(f"student {label} accuracy (%)")
-    ax.set_title(f"Student vs teacher robustness\n{label} on the test slice; {note}",
+    xs = [100 * s[t_metric] for s in distilled if s.get(t_metric) is not None]
+    if xs:  # a student on this line matches its teacher
+        lo, hi = min(xs) - 1, max(xs) + 1
+        ax.plot([lo, hi], [lo, hi], color="grey", linestyle=":", linewidth=1,
+                label="student = teacher")
+    ax.set_xlabel(f"teacher {short} accuracy (%)")
+    ax.set_ylabel(f"student {short} accuracy (%)")
+    fig.suptitle(f"Student vs teacher robustness\n{label} on the test slice; {note}",
                  fontsize="medium")
-    finish_axes(ax)
+    finish_axes(ax, legend=False)
+    shared_legend(fig, [ax])
     paths.append(save_figure(fig, out / "student_vs_teacher_robustness.png"))
 
     fig, (ax,) = new_figure(width=6.0, height=4.4)
@@ -65,9 +72,10 @@ def distill_plots(summary: Sequence[dict], out_dir, ev: EvalSpec) -> list[Path]:
     which = f"held-out TAS (PGD-{TRANSFER_STEPS} by the student on the test slice)" \
         if tas_key == "tas_test" else "training TAS (last epoch)"
     ax.set_xlabel(which)
-    ax.set_ylabel(f"student {label} accuracy (%)")
-    ax.set_title(f"Student robustness vs transferability\none point per teacher; {note}",
-                 fontsize="medium")
-    finish_axes(ax)
+    ax.set_ylabel(f"student {short} accuracy (%)")
+    fig.suptitle(f"Student robustness vs transferability\n{label}; one point per teacher; "
+                 f"{note}", fontsize="medium")
+    finish_axes(ax, legend=False)
+    shared_legend(fig, [ax])
     paths.append(save_figure(fig, out / "student_robustness_vs_tas.png"))
     return paths
