@@ -159,6 +159,40 @@ def test_a_damaged_subset_in_the_ledger_is_refused(first, tmp_path):
         run_coreset_study(coreset_raw(), tmp_path / "f", ledger=bad)
 
 
+class Killed(BaseException):
+    """Stands for the worker's death (not an error a study catches)."""
+
+
+def killed_after(monkeypatch, cells: int) -> None:
+    """Let ``cells`` cells run, then kill the worker as it starts the next one."""
+    real, ran = grid.run_cell, []
+
+    def run_cell(*args, **kwargs):
+        if len(ran) == cells:
+            raise Killed()
+        ran.append(args[0].id)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(grid, "run_cell", run_cell)
+
+
+def test_a_killed_worker_leaves_its_finished_cells_in_the_ledger(first, tmp_path, monkeypatch):
+    """The ledger is written after every cell, not only when the worker ends: a worker killed
+    mid-study (the end of a session, a cluster's time limit) loses none of its finished cells,
+    and the next machine runs only the rest."""
+    _, full_ledger, _ = first
+    ledger = tmp_path / "ledger.json"
+    killed_after(monkeypatch, 2)
+    with pytest.raises(Killed):
+        run_coreset_study(coreset_raw(), tmp_path / "a", ledger=ledger)
+    raw = json.loads(ledger.read_text())
+    assert sorted(raw["cells"]) == trained_cells(tmp_path / "a") and len(raw["cells"]) == 2
+    assert raw["subsets"] == json.loads(full_ledger.read_text())["subsets"]  # with the subsets
+    monkeypatch.undo()
+    res = run_coreset_study(coreset_raw(), tmp_path / "b", ledger=ledger)
+    assert sorted(k for k, v in res["ran"].items() if v != grid.LEDGER_STATUS) == \
+        sorted(set(json.loads(full_ledger.read_text())["cells"]) - set(raw["cells"]))
+
+
 @pytest.mark.parametrize("indices", [[], [0], [7, 3, 59999], list(range(0, 60000, 7))])
 def test_subset_indices_round_trip(indices):
     assert decode_indices(encode_indices(indices)).tolist() == sorted(indices)
@@ -279,3 +313,20 @@ def test_teachers_only_trains_the_teachers_and_no_student(tmp_path, given_teache
     assert main(["-q", "study", "distill", "--config", str(cfg), "--out", str(tmp_path / "a"),
                  "--teachers", "--cells", "1/2"]) == 2
     assert "--teachers trains the study's teachers: drop --cells" in capsys.readouterr().err
+
+
+def test_a_killed_distillation_worker_leaves_its_finished_cells_in_the_ledger(
+        tmp_path, given_teacher, monkeypatch):
+    """A distilled cell is recorded as soon as it and its held-out TAS are done, with its
+    teacher (and the teacher's run) beside it."""
+    ledger = tmp_path / "ledger.json"
+    killed_after(monkeypatch, 2)
+    with pytest.raises(Killed):
+        distill.run_distill_study(distill_raw(given_teacher), tmp_path / "a", ledger=ledger)
+    raw = json.loads(ledger.read_text())
+    assert sorted(raw["cells"]) == trained_cells(tmp_path / "a") and len(raw["cells"]) == 2
+    distilled = [v["row"] for v in raw["cells"].values() if v["row"]["teacher"] != "none"]
+    assert distilled and all(r["tas_test"] is not None and r["teacher_pgd"] is not None
+                             for r in distilled)
+    assert set(raw["teachers"]) >= {r["teacher"] for r in distilled}
+

@@ -297,23 +297,34 @@ def run_coreset_study(config, out_dir, cells=None, *, device: Optional[str] = No
             scoring = scoring_summary(table, out)
     all_cells = coreset_cells(cfg, out)
     imported = led.rows_for(all_cells) if led is not None else {}
+
+    def publish(draw: bool) -> tuple:
+        """Write the results (and with ``draw`` the plots and the comparison) of every cell
+        finished so far and record them, with the subsets, in the ledger; returns ``(record,
+        written files, plots)``."""
+        with grid.file_lock(out / "locks" / "results.lock", wait=True):  # the last writer sees all
+            record = tables.write_results(cfg, all_cells, out, title=TITLE,
+                                          extra={"scoring": scoring, "budget": cfg.base.budget},
+                                          imported=imported,
+                                          ledger_eps=led.eps() if led is not None else None)
+            if led is not None:
+                record_ledger(ledger, cfg.study, cfg.eval, finished_entries(
+                    all_cells, out, cfg.eval, record["rows"], skip=imported),
+                    lock=out / "locks" / "ledger.lock", subsets=ledger_subsets(cfg, out),
+                    selection={"made_by": subsets_made_by(cfg), "scoring": scoring})
+            if not draw:
+                return record, [], []
+            plots = coreset_plots(record["summary"], out, cfg.eval) if record["rows"] else []
+            results = [out / name for name in tables.RESULTS]
+            label = f"PGD-{cfg.eval.pgd_steps} at the cell's ε"
+            written = compare.write_comparison(record["summary"], out, cfg.eval, compare.CORESET,
+                                               pgd_label=label)
+        return record, results + ([written] if written is not None else []), plots
+
     ran = {} if report_only else grid.run_cells(all_cells, out, cfg.eval, share=share,
-                                                device=device, done=imported)
-    with grid.file_lock(out / "locks" / "results.lock", wait=True):  # the last writer sees all
-        record = tables.write_results(cfg, all_cells, out, title=TITLE,
-                                      extra={"scoring": scoring, "budget": cfg.base.budget},
-                                      imported=imported,
-                                      ledger_eps=led.eps() if led is not None else None)
-        if led is not None:
-            record_ledger(ledger, cfg.study, cfg.eval, finished_entries(
-                all_cells, out, cfg.eval, record["rows"], skip=imported),
-                lock=out / "locks" / "ledger.lock", subsets=ledger_subsets(cfg, out),
-                selection={"made_by": subsets_made_by(cfg), "scoring": scoring})
-        plots = coreset_plots(record["summary"], out, cfg.eval) if record["rows"] else []
-        results = [out / name for name in tables.RESULTS]
-        written = compare.write_comparison(record["summary"], out, cfg.eval, compare.CORESET,
-                                           pgd_label=f"PGD-{cfg.eval.pgd_steps} at the cell's ε")
-        results += [written] if written is not None else []
+                                                device=device, done=imported,
+                                                after_cell=lambda cell: publish(draw=False))
+    record, results, plots = publish(draw=True)
     return {"cells_total": record["cells_total"], "cells_finished": record["cells_finished"],
             "missing": record["missing"], "ran": ran,
             "failed": sorted(k for k, v in ran.items() if v.startswith("failed")),

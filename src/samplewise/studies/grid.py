@@ -48,7 +48,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 from .. import io, preemption, runlock
 from ..config import TrainConfig, build, check_same_run, read_yaml, validate_train, with_recipe
@@ -655,11 +655,15 @@ def pace(finished_then: int, finished_now: int, total: int, seconds: float) -> s
 
 
 def run_cells(cells: Sequence[Cell], out_dir, ev: EvalSpec, *, share=None,
-              device: Optional[str] = None, done=()) -> dict[str, str]:
+              device: Optional[str] = None, done=(),
+              after_cell: Optional[Callable[[Cell], None]] = None) -> dict[str, str]:
     """Run this share's cells (all when ``share`` is None); returns id -> status.
 
     The cells whose ids are in ``done`` (those a :mod:`~samplewise.studies.ledger` holds) are
     finished elsewhere: status ``from the ledger``, nothing run or checked for them.
+    ``after_cell(cell)`` is called after each cell this worker ran to the end (not after a
+    failed one), with the cell's lock released: the study publishes its results and records
+    the cell in its ledger there, so that a worker killed later loses nothing finished.
 
     Any number of processes may run this at once on one study directory (on one machine, or
     on many sharing its filesystem): each repeatedly claims the first unfinished cell, in id
@@ -703,6 +707,8 @@ def run_cells(cells: Sequence[Cell], out_dir, ev: EvalSpec, *, share=None,
                 except SamplewiseError as exc:
                     status[cell.id] = f"failed: {exc}"
                     log.error("cell %s failed: %s", cell.id, exc)
+            if after_cell is not None and not status[cell.id].startswith("failed"):
+                after_cell(cell)
             bar.update(1)
             finished = sum(c.id in done or not needs_work(c, cell_dir(out_dir, c), ev)
                            for c in mine)

@@ -21,7 +21,7 @@ SAAD = compare.Pairing("method", "saad", ("teacher",), baseline=("teacher", NONE
 
 
 def run_by_teacher(cfg, out, todo, recorded: dict, *, whole: bool,
-                   device: Optional[str] = None, led=None) -> dict:
+                   device: Optional[str] = None, led=None, after_cell=None) -> dict:
     """Run the cells ``todo`` one teacher at a time (the student alone first), training each
     teacher just before its cells, so that a worker never waits for a teacher it does not yet
     need; returns id -> status.
@@ -30,24 +30,27 @@ def run_by_teacher(cfg, out, todo, recorded: dict, *, whole: bool,
     every other teacher it could. A teacher with no cell left to run is trained only when
     ``whole`` (the whole study, not a share) and no ledger records its evaluation. A teacher
     whose run the ledger ``led`` carries is restored from it rather than trained.
+    ``after_cell`` is :func:`~samplewise.studies.grid.run_cells`'s.
     """
     ran: dict = {}
     groups = {t: [c for c in todo if c.params["teacher"] == t]
               for t in [NONE, *cfg.grid["teacher"]]}
     alone = groups.pop(NONE)
     if alone:
-        ran.update(grid.run_cells(alone, out, cfg.eval, device=device))
+        ran.update(grid.run_cells(alone, out, cfg.eval, device=device, after_cell=after_cell))
     wanted = [t for t, cells in groups.items() if cells or (whole and recorded[t] is None)]
     busy = []
     for name in wanted:
         if ensure_teacher(cfg, out, name, device=device, wait=False, led=led) is None:
             busy.append(name)  # another worker is training it: its cells come last
         elif groups[name]:
-            ran.update(grid.run_cells(groups[name], out, cfg.eval, device=device))
+            ran.update(grid.run_cells(groups[name], out, cfg.eval, device=device,
+                                      after_cell=after_cell))
     for name in busy:
         ensure_teacher(cfg, out, name, device=device, led=led)
         if groups[name]:
-            ran.update(grid.run_cells(groups[name], out, cfg.eval, device=device))
+            ran.update(grid.run_cells(groups[name], out, cfg.eval, device=device,
+                                      after_cell=after_cell))
     return ran
 
 
@@ -89,30 +92,44 @@ def run_distill_study(config, out_dir, cells=None, *, device: Optional[str] = No
         [c for c in grid.share_of(all_cells, share) if c.id not in imported]
     for cell in todo:  # a changed config is one clear error before anything runs
         grid.check_same_settings(cell, grid.cell_dir(out, cell))
+
+    def publish(teacher_evals: dict, draw: bool) -> tuple:
+        """Write the results (and with ``draw`` the plots and the comparison) of every cell
+        finished so far and record them in the ledger; returns ``(record, teacher evals,
+        written files, plots)``."""
+        teacher_evals = merge_teacher_evals(teacher_evals, recorded)
+        with grid.file_lock(out / "locks" / "results.lock", wait=True):  # the last writer sees all
+            record = write_distill_results(cfg, all_cells, out, teacher_evals, imported)
+            if led is not None:
+                record_ledger(ledger, cfg.study, cfg.eval, finished_entries(
+                    all_cells, out, cfg.eval, record["rows"], skip=imported,
+                    complete=lambda c, p: c.cfg.teacher is None or (p / TRANSFER_FILE).is_file()),
+                    teacher_entries(cfg, out, teacher_evals), lock=out / "locks" / "ledger.lock")
+            if not draw:
+                return record, teacher_evals, [], []
+            plots = distill_plots(record["summary"], out, cfg.eval) if record["rows"] else []
+            results = [out / name for name in tables.RESULTS]
+            written = compare.write_comparison(record["summary"], out, cfg.eval, SAAD,
+                                               pgd_label=f"PGD-{cfg.eval.pgd_steps}")
+        return record, teacher_evals, results + ([written] if written is not None else []), plots
+
+    def after_cell(cell) -> None:  # its held-out TAS, then the results and the ledger
+        transfer_cells(cfg, [cell], out, device=device)
+        publish({name: cached_teacher_eval(cfg, out, name) for name in cfg.grid["teacher"]},
+                draw=False)
+
     if report_only:
         ran: dict = {}
         teacher_evals = {name: cached_teacher_eval(cfg, out, name) for name in cfg.grid["teacher"]}
     else:
         ran = run_by_teacher(cfg, out, todo, recorded, whole=teachers_only or not share,
-                             device=device, led=led)
+                             device=device, led=led, after_cell=after_cell)
         ran.update({c.id: grid.LEDGER_STATUS for c in grid.share_of(all_cells, share)
                     if c.id in imported and not teachers_only})
         transfer_cells(cfg, todo, out, device=device)
         teacher_evals = {name: teacher_eval(cfg, out, name, device=device)
                          for name in cfg.grid["teacher"]}
-    teacher_evals = merge_teacher_evals(teacher_evals, recorded)
-    with grid.file_lock(out / "locks" / "results.lock", wait=True):  # the last writer sees all
-        record = write_distill_results(cfg, all_cells, out, teacher_evals, imported)
-        if led is not None:
-            record_ledger(ledger, cfg.study, cfg.eval, finished_entries(
-                all_cells, out, cfg.eval, record["rows"], skip=imported,
-                complete=lambda c, p: c.cfg.teacher is None or (p / TRANSFER_FILE).is_file()),
-                teacher_entries(cfg, out, teacher_evals), lock=out / "locks" / "ledger.lock")
-        plots = distill_plots(record["summary"], out, cfg.eval) if record["rows"] else []
-        results = [out / name for name in tables.RESULTS]
-        written = compare.write_comparison(record["summary"], out, cfg.eval, SAAD,
-                                           pgd_label=f"PGD-{cfg.eval.pgd_steps}")
-        results += [written] if written is not None else []
+    record, teacher_evals, results, plots = publish(teacher_evals, draw=True)
     return {"cells_total": record["cells_total"], "cells_finished": record["cells_finished"],
             "missing": record["missing"], "ran": ran,
             "failed": sorted(k for k, v in ran.items() if v.startswith("failed")),
