@@ -113,8 +113,10 @@ def run_distill_study(config, out_dir, cells=None, *, device: Optional[str] = No
                                                pgd_label=f"PGD-{cfg.eval.pgd_steps}")
         return record, teacher_evals, results + ([written] if written is not None else []), plots
 
-    def after_cell(cell) -> None:  # its held-out TAS, then the results and the ledger
-        transfer_cells(cfg, [cell], out, device=device)
+    def after_cell(cell) -> None:
+        """The held-out TAS of this cell (and of any finished one still lacking it: a worker
+        killed before its own), then the results and the ledger."""
+        transfer_cells(cfg, all_cells, out, device=device)
         publish({name: cached_teacher_eval(cfg, out, name) for name in cfg.grid["teacher"]},
                 draw=False)
 
