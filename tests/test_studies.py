@@ -305,6 +305,21 @@ def test_digits_study_rerun_skips_finished_cells_and_adds_autoattack(digits_stud
     assert easy.rstrip(" |").endswith(f"| {100 * aa['robust_acc']:.2f}")   # one seed: no ±
     run_coreset_study(config, out, cells="1/3")
     assert {p: p.stat().st_mtime_ns for p in cached} == cached
+    # AutoAttack on more images later: the result on 16 is stale, is never reported under the
+    # new label, and is computed again
+    raw["eval"]["autoattack_n"] = 24
+    config.write_text(yaml.safe_dump(raw))
+    run_coreset_study(config, out, report_only=True)
+    with open(out / "results.csv") as fh:
+        assert all(r["autoattack_acc"] == "" for r in csv.DictReader(fh))
+    assert run_coreset_study(config, out, cells="1/3")["ran"]["easycore-f0.3-standard-s0"] == \
+        "autoattack"
+    aa = json.loads(next(iter(cached)).read_text())
+    assert aa["n"] == 24 and aa["settings"] == {"n": 24, "version": "custom",
+                                                "attacks": ["apgd-ce"]}
+    with open(out / "results.csv") as fh:
+        rows = {r["cell"]: r for r in csv.DictReader(fh)}
+    assert float(rows["easycore-f0.3-standard-s0"]["autoattack_acc"]) == aa["robust_acc"]
 
 
 def test_report_writes_the_progress_without_running_anything(digits_study, tmp_path, capsys,

@@ -466,7 +466,7 @@ def run_cell(cell: Cell, path: Path, ev: EvalSpec, *, device: Optional[str] = No
         resume = (path / CHECKPOINT).is_file()
         run_training(cell.cfg, path, resume=resume, device=device)
         done.append("resumed" if resume else "trained")
-    if ev.wants_autoattack(cell.params["seed"]) and not _cached_autoattack(path, ev):
+    if ev.wants_autoattack(cell.params["seed"]) and read_autoattack(path, ev) is None:
         autoattack_cell(cell, path, ev, device=device)
         done.append("autoattack")
     if ev.ladder() and ladder_cell(cell, path, ev, device=device):
@@ -476,18 +476,34 @@ def run_cell(cell: Cell, path: Path, ev: EvalSpec, *, device: Optional[str] = No
     return "+".join(done) or "already finished"
 
 
-def _cached_autoattack(path: Path, ev: EvalSpec) -> bool:
-    """Whether ``autoattack.json`` is there; one made at another radius than the eval section's
-    is refused."""
+def _autoattack_settings(ev: EvalSpec) -> dict:
+    """What an AutoAttack result must have been made with to stand for ``ev``'s."""
+    return {"n": ev.autoattack_n, "version": ev.autoattack_version,
+            "attacks": list(ev.autoattack_attacks or []) if ev.autoattack_version == "custom"
+            else None}
+
+
+def read_autoattack(path: Path, ev: EvalSpec) -> Optional[dict]:
+    """The cell's cached ``autoattack.json`` if it was made as ``ev`` asks (its slice size,
+    version and attacks), else None: a result made on fewer images or with other attacks is
+    stale and is computed again, never reported under ``ev``'s label. One made at another
+    radius is refused."""
     file = path / AUTOATTACK_FILE
     if not file.is_file():
-        return False
+        return None
+    res = json.loads(file.read_text())
     want = ev.autoattack_radius() if ev.autoattack else None
-    have = json.loads(file.read_text()).get("eps")
+    have = res.get("eps")
     if want is not None and not math.isclose(have, want, rel_tol=1e-9):
         raise SamplewiseError(f"{file} was computed at eps={have:g}, but the study now asks for "
                               f"AutoAttack at eps={want:g}; delete it to recompute")
-    return True
+    made = res.get("settings")
+    if made is None:  # written before the settings were recorded: read them off the result
+        aa = res.get("autoattack") or {}
+        made = {"n": res.get("n"), "version": aa.get("version"),
+                "attacks": list(aa.get("attacks") or []) if aa.get("version") == "custom"
+                else None}
+    return res if made == _autoattack_settings(ev) else None
 
 
 def autoattack_cell(cell: Cell, path: Path, ev: EvalSpec, *, device: Optional[str] = None) -> dict:
@@ -506,7 +522,7 @@ def autoattack_cell(cell: Cell, path: Path, ev: EvalSpec, *, device: Optional[st
                    batch_size=ev.batch_size,
                    device=device, aa_version=ev.autoattack_version,
                    aa_attacks=ev.autoattack_attacks)
-    io.write_json(path / AUTOATTACK_FILE, res)
+    io.write_json(path / AUTOATTACK_FILE, {**res, "settings": _autoattack_settings(ev)})
     return res
 
 
@@ -610,7 +626,7 @@ def needs_work(cell: Cell, path: Path, ev: EvalSpec) -> bool:
     """Whether the cell is unfinished (training, its AutoAttack when asked for, a radius of
     its ``eps_ladder`` or an attack of ``eval.attacks``)."""
     if not is_finished(path) or (ev.wants_autoattack(cell.params["seed"])
-                                 and not (path / AUTOATTACK_FILE).is_file()):
+                                 and read_autoattack(path, ev) is None):
         return True
     done = read_ladder(path, ev)
     attacked = read_attacks(path, ev)
@@ -684,7 +700,7 @@ def run_cells(cells: Sequence[Cell], out_dir, ev: EvalSpec, *, share=None,
     todo = [c for c in mine if c.id not in done]
     for cell in todo:  # a changed config is one clear error before anything runs
         check_same_settings(cell, cell_dir(out_dir, cell))
-        _cached_autoattack(cell_dir(out_dir, cell), ev)
+        read_autoattack(cell_dir(out_dir, cell), ev)
         read_ladder(cell_dir(out_dir, cell), ev)
         read_attacks(cell_dir(out_dir, cell), ev)
     log.info("%d of %d cells to run%s%s", len(todo), len(cells),

@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from .. import io
 from .grid import (AUTOATTACK_FILE, Cell, EvalSpec, StudyConfig, cell_dir, radius_label,
-                   read_attacks, read_ladder)
+                   read_attacks, read_autoattack, read_ladder)
 
 RESULTS = ("results.csv", "results.md", "results.json")
 METRIC_COLUMNS = ("clean_acc", "pgd_acc", "autoattack_acc")
@@ -58,7 +58,9 @@ def cell_row(cell: Cell, path: Path, ev: Optional[EvalSpec] = None) -> Optional[
         return None
     res = json.loads((path / "result.json").read_text())
     aa = None
-    if (path / AUTOATTACK_FILE).is_file():
+    if ev is not None:  # only a result made as ev asks (a stale one is computed again)
+        aa = (read_autoattack(path, ev) or {}).get("robust_acc")
+    elif (path / AUTOATTACK_FILE).is_file():
         aa = json.loads((path / AUTOATTACK_FILE).read_text())["robust_acc"]
     ladder = {}
     if ev is not None and ev.ladder():
