@@ -330,3 +330,19 @@ def test_a_killed_distillation_worker_leaves_its_finished_cells_in_the_ledger(
                              for r in distilled)
     assert set(raw["teachers"]) >= {r["teacher"] for r in distilled}
 
+
+
+def test_the_teachers_phase_trains_before_it_evaluates(tmp_path, given_teacher, monkeypatch):
+    """``--teachers`` with a ready teacher listed first still trains the other one first: the
+    evaluation of a ready teacher must not hold up hours of training."""
+    raw = distill_raw(given_teacher)
+    raw["grid"]["teachers"] = ["given", "mlp-trades"]
+    order = []
+    real = distill.run.ensure_teacher
+
+    def ensure(cfg, out, name, **kw):
+        order.append(name)
+        return real(cfg, out, name, **kw)
+    monkeypatch.setattr(distill.run, "ensure_teacher", ensure)
+    distill.run_distill_study(raw, tmp_path / "a", teachers_only=True)
+    assert order == ["mlp-trades", "given"]

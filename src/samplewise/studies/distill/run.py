@@ -13,7 +13,7 @@ from .config import NONE, TRANSFER_FILE, load_distill_config
 from .plots import distill_plots
 from .results import write_distill_results
 from .teachers import (cached_teacher_eval, ensure_teacher, ledger_teacher_eval,
-                       merge_teacher_evals, teacher_entries, teacher_eval)
+                       merge_teacher_evals, teacher_entries, teacher_eval, teacher_ready)
 
 
 #: SAAD against every method under the same teacher, and the student trained alone
@@ -30,6 +30,8 @@ def run_by_teacher(cfg, out, todo, recorded: dict, *, whole: bool,
     every other teacher it could. A teacher with no cell left to run is trained only when
     ``whole`` (the whole study, not a share) and no ledger records its evaluation. A teacher
     whose run the ledger ``led`` carries is restored from it rather than trained.
+    Without cells (the teachers' phase alone) the teachers still to train come first, so that
+    the evaluation of a teacher already trained does not hold up the training of another.
     ``after_cell`` is :func:`~samplewise.studies.grid.run_cells`'s.
     """
     ran: dict = {}
@@ -39,6 +41,8 @@ def run_by_teacher(cfg, out, todo, recorded: dict, *, whole: bool,
     if alone:
         ran.update(grid.run_cells(alone, out, cfg.eval, device=device, after_cell=after_cell))
     wanted = [t for t, cells in groups.items() if cells or (whole and recorded[t] is None)]
+    if not todo:  # the teachers' phase alone: those to train first (hours), then the evaluations
+        wanted.sort(key=lambda t: teacher_ready(cfg, out, t))
     busy = []
     for name in wanted:
         if ensure_teacher(cfg, out, name, device=device, wait=False, led=led) is None:
