@@ -25,9 +25,9 @@ def new_figure(ncols: int = 1, *, width: float = 4.6, height: float = 3.6, nrows
 
 
 def finish_axes(ax, *, title: str | None = None, xlabel: str | None = None,
-                ylabel: str | None = None, legend: bool = True) -> None:
-    """The last touches every panel gets: its title and axis labels (those given), a light
-    grid, and (``legend``) a legend inside it when anything was labelled."""
+                ylabel: str | None = None) -> None:
+    """The last touches every panel gets: its title and axis labels (those given) and a light
+    grid. The legend is the figure's (:func:`shared_legend`), beside the panels."""
     if title is not None:
         ax.set_title(title)
     if xlabel is not None:
@@ -35,8 +35,6 @@ def finish_axes(ax, *, title: str | None = None, xlabel: str | None = None,
     if ylabel is not None:
         ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    if legend and ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="small")
 
 
 def shared_legend(fig, axes) -> None:

@@ -32,8 +32,9 @@ from .models import create_model, load_teacher, save_model
 from .models.layout import choose_layout, run_in_nhwc
 from .objectives import build_objective, resolve_recipe
 from .runinfo import provenance, seed_everything
+from .hooks import Hook
 from .threat import ThreatModel
-from .train import FitResult, Hook, fit
+from .train import FitResult, fit
 from .transfer import TransferHistory
 
 log = logging.getLogger(__name__)

@@ -90,8 +90,8 @@ def fit(model: nn.Module, bundle: DataBundle, objective: Objective, cfg: TrainCo
         world_size: int = 1, ddp_model: nn.Module | None = None) -> FitResult:
     """Train ``model`` on ``bundle.train`` (or ``subset`` of it) with ``objective``.
 
-    ``fit`` sets the memory layout of ``model`` (:func:`samplewise.models.layout.run_in_nhwc`), which stays in
-    that layout after; a teacher keeps the layout its loader chose
+    ``fit`` sets the memory layout of ``model`` (:func:`samplewise.models.layout.run_in_nhwc`),
+    which stays in that layout after; a teacher keeps the layout its loader chose
     (:mod:`samplewise.models.layout`).
 
     Args:

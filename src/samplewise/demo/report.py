@@ -170,9 +170,10 @@ def _side(a: float, b: float, n: int) -> int:
 
 #: what the studies found about the coreset half (docs/results.md), stated as a fixed sentence
 STUDIES_CORESET = (
-    "What the studies found (docs/results.md §0, §5, §6, §7): under standard training (Fashion-MNIST "
-    "10k, cnn-small, 15 epochs, 3 seeds, nine other selectors) EasyCore's advantage shows at the "
-    "larger of the small radii, ε = 0.05 (half the card's ε): 26.4 ± 2.2% PGD-20 at 30% against "
+    "What the studies found (docs/results.md §0, §5, §6, §7): under standard training "
+    "(Fashion-MNIST 10k, cnn-small, 15 epochs, 3 seeds, nine other selectors) EasyCore's "
+    "advantage shows at the larger of the small radii, ε = 0.05 (half the card's ε): 26.4 ± 2.2% "
+    "PGD-20 at 30% against "
     "15.2 ± 3.0 for CCS (the best other selector) and 11.3 ± 1.1 for random, at 5–9 points "
     "lower clean accuracy, and above every other selector's robust-vs-clean curve; at ε = 0.02 "
     "it ties CCS, Moderate and random at 30–50% and beats the hardness-first selectors; at 10% "

@@ -3,10 +3,10 @@
 oneDNN's NHWC (channels_last) convolutions ran PGD-10 on cnn-small 1.58x faster than NCHW on
 this project's machine (docs/performance.md), with the same maths. So a samplewise conv net on
 the CPU is put in NHWC where it is made or loaded (:func:`samplewise.models.create_model`,
-:func:`samplewise.models.load_model`, and through it the teacher loader), and :func:`samplewise.train.fit` sets
-its student's layout from ``TrainConfig.channels_last`` (:func:`run_in_nhwc`). The
-attacks, :func:`samplewise.evaluate.evaluate` and the vulnerability analysis run a model in the
-layout it has: they never convert it.
+:func:`samplewise.models.load_model`, and through it the teacher loader), and
+:func:`samplewise.train.fit` sets its student's layout from ``TrainConfig.channels_last``
+(:func:`run_in_nhwc`). The attacks, :func:`samplewise.evaluate.evaluate` and the vulnerability
+analysis run a model in the layout it has: they never convert it.
 
 :func:`choose_layout` is that one choice. Automatic (``nhwc=None``), it turns NHWC on for a
 :class:`~samplewise.models.NormalizedModel` with 2-D convolutions on the CPU and off for one
@@ -74,7 +74,8 @@ def choose_layout(model: nn.Module, nhwc: Optional[bool] = None) -> bool:
     return nhwc
 
 
-def run_in_nhwc(channels_last: Optional[bool], model: nn.Module, device, *, ddp: bool = False) -> bool:
+def run_in_nhwc(channels_last: Optional[bool], model: nn.Module, device, *,
+                ddp: bool = False) -> bool:
     """Whether a training run (:func:`samplewise.train.fit`) runs ``model`` in the NHWC
     (channels_last) memory layout, from its ``TrainConfig.channels_last``.
 

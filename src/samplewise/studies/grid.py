@@ -476,11 +476,10 @@ def run_cell(cell: Cell, path: Path, ev: EvalSpec, *, device: Optional[str] = No
     return "+".join(done) or "already finished"
 
 
-def _autoattack_settings(ev: EvalSpec) -> dict:
-    """What an AutoAttack result must have been made with to stand for ``ev``'s."""
-    return {"n": ev.autoattack_n, "version": ev.autoattack_version,
-            "attacks": list(ev.autoattack_attacks or []) if ev.autoattack_version == "custom"
-            else None}
+def _autoattack_settings(n, version, attacks) -> dict:
+    """What an AutoAttack result was made with: its slice size, version and (custom) attacks."""
+    return {"n": n, "version": version,
+            "attacks": list(attacks or []) if version == "custom" else None}
 
 
 def read_autoattack(path: Path, ev: EvalSpec) -> Optional[dict]:
@@ -500,10 +499,9 @@ def read_autoattack(path: Path, ev: EvalSpec) -> Optional[dict]:
     made = res.get("settings")
     if made is None:  # written before the settings were recorded: read them off the result
         aa = res.get("autoattack") or {}
-        made = {"n": res.get("n"), "version": aa.get("version"),
-                "attacks": list(aa.get("attacks") or []) if aa.get("version") == "custom"
-                else None}
-    return res if made == _autoattack_settings(ev) else None
+        made = _autoattack_settings(res.get("n"), aa.get("version"), aa.get("attacks"))
+    wanted = _autoattack_settings(ev.autoattack_n, ev.autoattack_version, ev.autoattack_attacks)
+    return res if made == wanted else None
 
 
 def autoattack_cell(cell: Cell, path: Path, ev: EvalSpec, *, device: Optional[str] = None) -> dict:
@@ -522,7 +520,8 @@ def autoattack_cell(cell: Cell, path: Path, ev: EvalSpec, *, device: Optional[st
                    batch_size=ev.batch_size,
                    device=device, aa_version=ev.autoattack_version,
                    aa_attacks=ev.autoattack_attacks)
-    io.write_json(path / AUTOATTACK_FILE, {**res, "settings": _autoattack_settings(ev)})
+    made = _autoattack_settings(ev.autoattack_n, ev.autoattack_version, ev.autoattack_attacks)
+    io.write_json(path / AUTOATTACK_FILE, {**res, "settings": made})
     return res
 
 

@@ -45,8 +45,7 @@ def plot_vs_fraction(summary: Sequence[dict], metric: str, path, *, ylabel: str,
             ax.annotate(f"{m:.1f} ± {sd:.1f}", (0, m), xycoords=("axes fraction", "data"),
                         xytext=(3, -2), textcoords="offset points", ha="left", va="top",
                         fontsize="x-small")  # each panel's own full-data value, on its line
-        finish_axes(ax, title=objective, xlabel="fraction of the training set kept", ylabel=ylabel,
-                    legend=False)
+        finish_axes(ax, title=objective, xlabel="fraction of the training set kept", ylabel=ylabel)
     shared_legend(fig, axes)
     fig.suptitle(title, fontsize="medium")
     return save_figure(fig, path)
@@ -144,7 +143,7 @@ def plot_robust_vs_clean(summary: Sequence[dict], metric: str, path, *, ylabel: 
             for x, y, frac in zip(cm, rm, f):
                 ax.annotate(f"{frac:g}", (x, y), textcoords="offset points", xytext=(4, 3),
                             fontsize="x-small", color=colors[name])
-        finish_axes(ax, title=objective, xlabel="clean accuracy (%)", ylabel=ylabel, legend=False)
+        finish_axes(ax, title=objective, xlabel="clean accuracy (%)", ylabel=ylabel)
     shared_legend(fig, axes)
     fig.suptitle(title, fontsize="medium")
     return save_figure(fig, path)

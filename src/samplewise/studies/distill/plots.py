@@ -53,7 +53,7 @@ def distill_plots(summary: Sequence[dict], out_dir, ev: EvalSpec) -> list[Path]:
     ax.set_ylabel(f"student {short} accuracy (%)")
     fig.suptitle(f"Student vs teacher robustness\n{label} on the test slice; {note}",
                  fontsize="medium")
-    finish_axes(ax, legend=False)
+    finish_axes(ax)
     shared_legend(fig, [ax])
     paths.append(save_figure(fig, out / "student_vs_teacher_robustness.png"))
 
@@ -75,7 +75,7 @@ def distill_plots(summary: Sequence[dict], out_dir, ev: EvalSpec) -> list[Path]:
     ax.set_ylabel(f"student {short} accuracy (%)")
     fig.suptitle(f"Student robustness vs transferability\n{label}; one point per teacher; "
                  f"{note}", fontsize="medium")
-    finish_axes(ax, legend=False)
+    finish_axes(ax)
     shared_legend(fig, [ax])
     paths.append(save_figure(fig, out / "student_robustness_vs_tas.png"))
     return paths
