@@ -175,6 +175,21 @@ def test_a_worker_skips_a_teacher_another_worker_is_training(tmp_path, given_tea
     assert path is not None and grid.is_finished(out / "teachers" / name)
 
 
+def test_a_worker_skips_a_teacher_another_worker_is_evaluating(tmp_path, given_teacher):
+    """A trained teacher whose evaluation lock is held is left to its holder too: the worker
+    runs another teacher's cells rather than wait (an AutoAttack on 1,000 takes ~20 min)."""
+    cfg = distill.load_distill_config(raw(given_teacher))
+    name = next(t.name for t in cfg.sections["teachers"] if t.train is not None)
+    out = tmp_path / "study"
+    with grid.file_lock(out / "locks" / f"teacher-eval-{name}.lock", wait=True) as mine:
+        assert mine
+        assert ensure_teacher(cfg, out, name, wait=False) is None  # trains, then leaves the eval
+        assert grid.is_finished(out / "teachers" / name)
+        assert not (out / "teachers" / name / "eval.json").exists()
+    path = ensure_teacher(cfg, out, name, wait=False)  # free now: evaluated here
+    assert path is not None and (out / "teachers" / name / "eval.json").is_file()
+
+
 def test_method_settings_give_a_method_its_own_recipe(tmp_path, given_teacher):
     cfg = raw(given_teacher)
     cfg["method_settings"] = {"rslad": {"swa_start": 0.5, "objective_args": {"adv_weight": 0.5}}}

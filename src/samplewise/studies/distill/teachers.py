@@ -18,6 +18,8 @@ from .config import TEACHER_EVAL, TEACHERS_DIR, TeacherSpec
 
 log = logging.getLogger(__name__)
 
+BUSY = "busy"  # teacher_eval(wait=False): another process holds the teacher's evaluation lock
+
 
 def teacher_dir(out_dir, name: str) -> Path:
     return Path(out_dir).resolve() / TEACHERS_DIR / name
@@ -49,8 +51,9 @@ def ensure_teacher(cfg: StudyConfig, out_dir, name: str, *, device: Optional[str
     make sure its evaluation is cached; returns the teacher's path. A teacher whose run the
     ledger ``led`` carries is restored from it instead of trained (:func:`restore_teacher`).
 
-    With ``wait=False`` a teacher that another process is training right now is left to it and
-    None is returned at once, so that parallel workers each train a different teacher first.
+    With ``wait=False`` a teacher that another process is training or evaluating right now is
+    left to it and None is returned at once, so that parallel workers each train (or evaluate) a
+    different teacher first, instead of one waiting on the other's lock.
     """
     from ...runs import run_training
     from ...checkpoint import CHECKPOINT
@@ -71,7 +74,8 @@ def ensure_teacher(cfg: StudyConfig, out_dir, name: str, *, device: Optional[str
                 resume = (path / CHECKPOINT).is_file()
                 log.info("teacher %s: %s in %s", name, "resuming" if resume else "training", path)
                 run_training(tcfg, path, resume=resume, device=device)
-    teacher_eval(cfg, out_dir, name, device=device)
+    if teacher_eval(cfg, out_dir, name, device=device, wait=wait) is BUSY:
+        return None
     return teacher_path(cfg, out_dir, name)
 
 
@@ -110,11 +114,12 @@ def cached_teacher_eval(cfg: StudyConfig, out_dir, name: str) -> Optional[dict]:
                          _eval_key(cfg, rcfg, teacher_path(cfg, out_dir, name)))
 
 
-def teacher_eval(cfg: StudyConfig, out_dir, name: str, *,
-                 device: Optional[str] = None) -> Optional[dict]:
+def teacher_eval(cfg: StudyConfig, out_dir, name: str, *, device: Optional[str] = None,
+                 wait: bool = True):
     """Clean / PGD (/ AutoAttack) accuracy of a ready teacher on the study's fixed test slices,
     cached in ``OUT/teachers/<name>/eval.json`` (recomputed when the settings change); None
-    when the teacher is not trained yet."""
+    when the teacher is not trained yet. With ``wait=False``, :data:`BUSY` when another process
+    is evaluating it right now."""
     if not teacher_ready(cfg, out_dir, name):
         return None
     from ...evaluate import evaluate
@@ -122,7 +127,10 @@ def teacher_eval(cfg: StudyConfig, out_dir, name: str, *,
 
     device = device or cfg.base.device
     file = teacher_dir(out_dir, name) / TEACHER_EVAL
-    with grid.file_lock(Path(out_dir) / "locks" / f"teacher-eval-{name}.lock", wait=True):
+    with grid.file_lock(Path(out_dir) / "locks" / f"teacher-eval-{name}.lock",
+                        wait=wait) as mine:
+        if not mine:
+            return BUSY
         bundle, rcfg = attack_settings(cfg)
         key = _eval_key(cfg, rcfg, teacher_path(cfg, out_dir, name))
         cached = _current_eval(file, key)
