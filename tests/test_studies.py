@@ -73,6 +73,19 @@ def test_cell_shares_partition_the_grid(tmp_path):
     assert [c.id for c in grid.share_of(reordered, None)] == [c.id for c in cells]
 
 
+def test_shares_split_the_cells_the_ledger_does_not_hold(tmp_path):
+    """With a ledger holding a block of cells (every cell of one selector, as after a finished
+    teacher), the shares still partition what is left and stay balanced."""
+    cells = coreset_cells(load_coreset_config(raw_config()), tmp_path)
+    ids = sorted(c.id for c in cells)
+    done = set(ids[: len(ids) // 2])   # a contiguous block of the sorted ids
+    for n in (2, 3):
+        shares = [grid.share_of(cells, f"{i}/{n}", done) for i in range(1, n + 1)]
+        seen = sorted(c.id for s in shares for c in s)
+        assert seen == sorted(set(ids) - done)
+        assert max(map(len, shares)) - min(map(len, shares)) <= 1
+
+
 @pytest.mark.parametrize("text", ["0/3", "4/3", "1/0", "a/b", "3", "-1/2", "1/2/3", ""])
 def test_bad_share_is_refused(text):
     with pytest.raises(SamplewiseError, match="i/n"):

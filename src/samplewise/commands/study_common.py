@@ -14,7 +14,8 @@ def add_study_arguments(p: argparse.ArgumentParser) -> None:
                    help="study YAML (study, base, grid, seeds, eval, ...)")
     p.add_argument("--out", required=True, help="study directory (cells/, results.*, plots)")
     p.add_argument("--cells", metavar="i/n", help="run only the i-th of n shares of the cells "
-                   "(1-based, round-robin over the sorted cell ids; for SLURM job arrays); a "
+                   "(1-based, round-robin over the sorted ids of the cells the ledger does not "
+                   "hold; for SLURM job arrays); a "
                    "rerun without it runs what is left and merges every finished cell. Workers "
                    "running the same command share its cells (each claims the next free "
                    "unfinished one)")

@@ -397,12 +397,16 @@ def parse_share(text) -> Optional[tuple[int, int]]:
     return i, n
 
 
-def share_of(cells: Sequence[Cell], share) -> list[Cell]:
-    """The ``i``-th of ``n`` shares: round-robin over the cells sorted by id (all when None).
+def share_of(cells: Sequence[Cell], share, done=()) -> list[Cell]:
+    """The ``i``-th of ``n`` shares of the cells whose ids are not in ``done`` (those a ledger
+    holds): round-robin over them sorted by id (all of them when ``share`` is None).
 
-    Shares ``1/n, ..., n/n`` partition the cells, whatever order they were given in.
+    Shares ``1/n, ..., n/n`` partition those cells, whatever order they were given in, and
+    differ in size by at most one: sharing what is left, not the whole grid, keeps the workers
+    balanced however many cells the ledger already holds (a share of the whole grid left one
+    worker 11 cells and the other 31). Workers started with the same ledger get one partition.
     """
-    ordered = sorted(cells, key=lambda c: c.id)
+    ordered = sorted((c for c in cells if c.id not in done), key=lambda c: c.id)
     parsed = parse_share(share)
     if parsed is None:
         return ordered
@@ -675,7 +679,8 @@ def run_cells(cells: Sequence[Cell], out_dir, ev: EvalSpec, *, share=None,
     """Run this share's cells (all when ``share`` is None); returns id -> status.
 
     The cells whose ids are in ``done`` (those a :mod:`~samplewise.studies.ledger` holds) are
-    finished elsewhere: status ``from the ledger``, nothing run or checked for them.
+    finished elsewhere: nothing is run or checked for them, the shares split the others
+    (:func:`share_of`), and a run without a share reports them as ``from the ledger``.
     ``after_cell(cell)`` is called after each cell this worker ran to the end (not after a
     failed one), with the cell's lock released: the study publishes its results and records
     the cell in its ledger there, so that a worker killed later loses nothing finished.
@@ -694,9 +699,10 @@ def run_cells(cells: Sequence[Cell], out_dir, ev: EvalSpec, *, share=None,
     """
     from tqdm.auto import tqdm
 
-    mine = share_of(cells, share)
-    status: dict[str, str] = {c.id: LEDGER_STATUS for c in mine if c.id in done}
-    todo = [c for c in mine if c.id not in done]
+    todo = share_of(cells, share, done)
+    status: dict[str, str] = {} if share is not None else \
+        {c.id: LEDGER_STATUS for c in cells if c.id in done}
+    mine = sorted([*todo, *(c for c in cells if c.id in status)], key=lambda c: c.id)
     for cell in todo:  # a changed config is one clear error before anything runs
         check_same_settings(cell, cell_dir(out_dir, cell))
         read_autoattack(cell_dir(out_dir, cell), ev)

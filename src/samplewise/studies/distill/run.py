@@ -92,8 +92,7 @@ def run_distill_study(config, out_dir, cells=None, *, device: Optional[str] = No
     led = read_ledger(ledger, cfg.study, cfg.eval) if ledger is not None else None
     imported = led.rows_for(all_cells) if led is not None else {}
     recorded = {name: ledger_teacher_eval(cfg, led, name) for name in cfg.grid["teacher"]}
-    todo = [] if teachers_only else \
-        [c for c in grid.share_of(all_cells, share) if c.id not in imported]
+    todo = [] if teachers_only else grid.share_of(all_cells, share, imported)
     for cell in todo:  # a changed config is one clear error before anything runs
         grid.check_same_settings(cell, grid.cell_dir(out, cell))
 
@@ -130,8 +129,8 @@ def run_distill_study(config, out_dir, cells=None, *, device: Optional[str] = No
     else:
         ran = run_by_teacher(cfg, out, todo, recorded, whole=teachers_only or not share,
                              device=device, led=led, after_cell=after_cell)
-        ran.update({c.id: grid.LEDGER_STATUS for c in grid.share_of(all_cells, share)
-                    if c.id in imported and not teachers_only})
+        if share is None and not teachers_only:
+            ran.update({c.id: grid.LEDGER_STATUS for c in all_cells if c.id in imported})
         transfer_cells(cfg, todo, out, device=device)
         teacher_evals = {name: teacher_eval(cfg, out, name, device=device)
                          for name in cfg.grid["teacher"]}
