@@ -385,7 +385,8 @@ def test_study_command(digits_study, capsys, monkeypatch):
 
 @pytest.mark.parametrize("then, now, total, seconds, expected", [
     (10, 30, 90, 1200.0, "30 of 90 cells finished; ~60 min left at the pace so far (1.0 cells/min)"),
-    (0, 2, 122, 600.0, "2 of 122 cells finished; ~10.0 h left at the pace so far (0.2 cells/min)"),
+    (0, 2, 122, 600.0, "2 of 122 cells finished; ~10.0 h left at the pace so far (5.0 min a cell)"),
+    (0, 1, 42, 1202.0, "1 of 42 cells finished; ~13.7 h left at the pace so far (20.0 min a cell)"),
     (5, 5, 90, 600.0, "5 of 90 cells finished"),            # nothing finished yet: no pace
     (0, 90, 90, 600.0, "90 of 90 cells finished"),
 ])

@@ -670,7 +670,8 @@ def pace(finished_then: int, finished_now: int, total: int, seconds: float) -> s
     per_min = 60.0 * gained / seconds
     left = (total - finished_now) / per_min
     when = f"~{left:.0f} min" if left < 120 else f"~{left / 60:.1f} h"
-    return f"{text}; {when} left at the pace so far ({per_min:.1f} cells/min)"
+    rate = f"{per_min:.1f} cells/min" if per_min >= 1 else f"{1 / per_min:.1f} min a cell"
+    return f"{text}; {when} left at the pace so far ({rate})"
 
 
 def run_cells(cells: Sequence[Cell], out_dir, ev: EvalSpec, *, share=None,
