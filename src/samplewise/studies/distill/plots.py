@@ -12,7 +12,8 @@ from .config import NONE, TRANSFER_STEPS
 
 def distill_plots(summary: Sequence[dict], out_dir, ev: EvalSpec) -> list[Path]:
     """Student robustness against teacher robustness (one line per method, the student alone
-    as dashed lines) and against the TAS (one marker per method, one point per teacher)."""
+    as dashed lines) and against the TAS (one colour and line per method, one marker per
+    teacher, weakest first)."""
     import numpy as np
 
     from ...plotting import finish_axes, new_figure, save_figure, shared_legend
@@ -60,21 +61,31 @@ def distill_plots(summary: Sequence[dict], out_dir, ev: EvalSpec) -> list[Path]:
     fig, (ax,) = new_figure(width=6.0, height=4.4)
     tas_key = "tas_test" if any(s.get("tas_test_mean") is not None for s in distilled) \
         else "tas_train"
-    for i, m in enumerate(methods):
-        pts = [(s[f"{tas_key}_mean"], s[f"{metric}_mean"], s["teacher"]) for s in distilled
-               if s["method"] == m and s.get(f"{tas_key}_mean") is not None]
-        if pts:
-            ax.scatter([p[0] for p in pts], [100 * p[1] for p in pts], marker=markers[i % 12],
-                       color=colors[m], label=m, s=36)
-            for x, y, name in pts:
-                ax.annotate(name, (x, 100 * y), fontsize="x-small", xytext=(3, 3),
-                            textcoords="offset points")
+    # colour: the method; marker: the teacher (weakest first), so no point needs a text label
+    strength = {s["teacher"]: s.get(t_metric) or 0.0 for s in distilled}
+    teachers = sorted(strength, key=lambda t: (strength[t], t))
+    shape = {t: markers[j % 12] for j, t in enumerate(teachers)}
+    for m in methods:
+        pts = sorted(((s[f"{tas_key}_mean"], s[f"{metric}_mean"], s["teacher"]) for s in distilled
+                      if s["method"] == m and s.get(f"{tas_key}_mean") is not None),
+                     key=lambda p: teachers.index(p[2]))
+        if not pts:
+            continue
+        ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], color=colors[m], linewidth=1,
+                alpha=0.6, label=m)
+        for x, y, name in pts:
+            ax.scatter([x], [100 * y], marker=shape[name], color=colors[m], s=40, zorder=3)
+    for s in alone:
+        ax.axhline(100 * s[f"{metric}_mean"], color=colors[s["method"]], linestyle="--",
+                   linewidth=1.2, label=f"{s['method']} alone (no teacher)")
+    for t in teachers:  # legend entries for the teachers' markers
+        ax.scatter([], [], marker=shape[t], color="grey", s=40, label=f"teacher {t}")
     which = f"held-out TAS (PGD-{TRANSFER_STEPS} by the student on the test slice)" \
         if tas_key == "tas_test" else "training TAS (last epoch)"
     ax.set_xlabel(which)
     ax.set_ylabel(f"student {short} accuracy (%)")
-    fig.suptitle(f"Student robustness vs transferability\n{label}; one point per teacher; "
-                 f"{note}", fontsize="medium")
+    fig.suptitle(f"Student robustness vs transferability\n{label}; {note}",
+                 fontsize="medium")
     finish_axes(ax)
     shared_legend(fig, [ax])
     paths.append(save_figure(fig, out / "student_robustness_vs_tas.png"))
